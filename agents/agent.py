@@ -1,0 +1,115 @@
+"""The agent: states in, scored candidate actions out (the :class:`Proposer` every controller uses).
+
+    pair = ModelPair.load_dir("runs/maze_pair")
+    agent = Agent(pair, sampling=SamplingParams(max_new_tokens=16, temperature=1.0))
+    candidates = agent.propose([trajectory_a, trajectory_b], k=8, seed=0)   # 2 lists of 8
+
+One ``propose`` call makes exactly one batched policy ``sample`` call (all states, k each) and at
+most one batched reference ``score`` call (all candidates). Each candidate's scored span
+(``action_token_ids``) is the generated ids without the trailing stop token; the reference
+scores exactly those ids in exactly the prompt the policy saw. Controllers live in
+``ttsearch.search``; the agent only proposes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from ttsearch.agents.base import Candidate, EngineStats, Sample, SamplingParams, ScoreRequest
+from ttsearch.agents.model_pair import ModelPair
+from ttsearch.agents.parsing import ActionParser, PlainActionParser, parse_candidate
+from ttsearch.agents.prompting import PromptRenderer
+from ttsearch.envs.base import Trajectory
+from ttsearch.envs.errors import ConfigError
+
+
+class Agent:
+    """Proposes candidate actions from a :class:`ModelPair` (implements ``Proposer``)."""
+
+    def __init__(
+        self,
+        pair: ModelPair,
+        *,
+        sampling: SamplingParams,
+        parser: ActionParser | None = None,
+        renderer: PromptRenderer | None = None,
+    ):
+        self.pair = pair
+        self.sampling = sampling
+        self.parser = parser if parser is not None else PlainActionParser()
+        self.renderer = renderer if renderer is not None else pair.renderer()
+        self._stop = frozenset(sampling.stop_token_ids) | frozenset(pair.policy.eos_token_ids)
+
+    @property
+    def max_new_tokens(self) -> int:
+        return self.sampling.max_new_tokens
+
+    @property
+    def policy_stats(self) -> EngineStats:
+        return self.pair.policy.stats
+
+    @property
+    def reference_stats(self) -> EngineStats | None:
+        return self.pair.reference.stats
+
+    def propose(
+        self,
+        states: Sequence[Trajectory],
+        *,
+        k: int,
+        seed: int,
+        greedy: bool = False,
+        score_reference: bool = True,
+        top_logprobs: int = 0,
+    ) -> list[list[Candidate]]:
+        if k < 1:
+            raise ConfigError(f"k must be >= 1, got {k}")
+        if not states:
+            return []
+        prompts = self.renderer.render_many(states)
+        params = replace(self.sampling, seed=seed, top_logprobs=top_logprobs)
+        if greedy:
+            params = replace(params, temperature=0.0)
+        n = 1 if greedy else k
+        samples = self.pair.policy.sample(prompts, n=n, params=params)
+        spans = [[self._span(s) for s in group] for group in samples]
+        reference: list = [None] * (len(states) * n)
+        if score_reference:
+            requests = [
+                ScoreRequest(p, span)
+                for p, group in zip(prompts, spans, strict=True)
+                for span in group
+            ]
+            reference = [tuple(s.logprobs) for s in self.pair.reference.score(requests)]
+        out: list[list[Candidate]] = []
+        for i, (state, prompt, group) in enumerate(zip(states, prompts, samples, strict=True)):
+            admissible = state.observation.admissible_actions
+            row = []
+            for j, sample in enumerate(group):
+                span = spans[i][j]
+                text = self.pair.tokenizer.decode(list(span), skip_special_tokens=True)
+                action, error = parse_candidate(self.parser, text, admissible=admissible)
+                top = sample.top_logprobs[: len(span)] if sample.top_logprobs is not None else None
+                row.append(
+                    Candidate(
+                        action_text=text,
+                        action=action,
+                        action_token_ids=span,
+                        policy_logprobs=tuple(sample.logprobs[: len(span)]),
+                        reference_logprobs=reference[i * n + j],
+                        top_logprobs=top,
+                        parse_error=error,
+                        generated_token_ids=tuple(sample.token_ids),
+                        extra={"finish_reason": sample.finish_reason, "prompt_tokens": len(prompt)},
+                    )
+                )
+            out.append(row)
+        return out
+
+    def _span(self, sample: Sample) -> tuple[int, ...]:
+        """The scored span: generated ids without the stop token that ended the turn."""
+        ids = tuple(sample.token_ids)
+        if sample.finish_reason == "stop" and ids and ids[-1] in self._stop:
+            return ids[:-1]
+        return ids

@@ -1,0 +1,78 @@
+"""Log-probabilities of a small, fixed set of actions in many states: one batched forward.
+
+Training recipes and exact-solver benchmarks need log π(a|s) of *every* valid action in every
+state, not of sampled ones. With ChatML the prompt of a state ends with the assistant header
+and an action turn is ``action tokens + <|im_end|>``; this module scores those turns.
+
+    prompts = [chat_prompt_ids(tok, system, obs) for obs in observations]
+    table = action_logprobs(model, prompts, action_ids)    # [n_states, n_actions], whole-turn log-probs
+
+Rows are right-padded, so one forward serves all (state, action) pairs; gradients flow when
+called under ``torch.enable_grad()`` (used by the RL recipe).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def chat_prompt_ids(tokenizer, system_prompt: str, observation: str) -> list[int]:
+    """Token ids of the prompt for the next assistant turn (system, if any, + one user message)."""
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    messages.append({"role": "user", "content": observation})
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def action_turn_ids(tokenizer, actions: Sequence[str]) -> list[list[int]]:
+    """The token ids of each action's whole assistant turn: its text, then the stop token."""
+    stop = tokenizer.convert_tokens_to_ids(tokenizer.eos_token)
+    return [tokenizer(action, add_special_tokens=False)["input_ids"] + [stop] for action in actions]
+
+
+def continuation_logprobs(model, prompts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]],
+                          *, pad_id: int = 0, batch_rows: int = 4096) -> torch.Tensor:
+    """``out[i] = log p(continuations[i] | prompts[i])`` summed over the continuation's tokens."""
+    results = []
+    for start in range(0, len(prompts), batch_rows):
+        chunk = [list(p) + list(c) for p, c in zip(prompts[start:start + batch_rows], continuations[start:start + batch_rows])]
+        spans = [(len(p), len(c)) for p, c in zip(prompts[start:start + batch_rows], continuations[start:start + batch_rows])]
+        ids, mask = _right_padded(chunk, pad_id)
+        logits = model(input_ids=ids, attention_mask=mask).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
+        positions = torch.arange(ids.shape[1] - 1)[None, :]
+        starts = torch.tensor([s - 1 for s, _ in spans])[:, None]
+        lengths = torch.tensor([n for _, n in spans])[:, None]
+        in_span = (positions >= starts) & (positions < starts + lengths)
+        results.append((logp * in_span).sum(dim=1))
+    return torch.cat(results)
+
+
+def action_logprobs(model, prompts: Sequence[Sequence[int]], actions: Sequence[Sequence[int]],
+                    *, pad_id: int = 0, batch_rows: int = 4096) -> torch.Tensor:
+    """``out[i, j] = log p(actions[j] | prompts[i])`` summed over the action's tokens."""
+    rows = [prompt for prompt in prompts for _ in actions]
+    conts = [action for _ in prompts for action in actions]
+    return continuation_logprobs(model, rows, conts, pad_id=pad_id, batch_rows=batch_rows).view(len(prompts), len(actions))
+
+
+def next_token_logprobs(model, prompts: Sequence[Sequence[int]], token_ids: Sequence[int],
+                        *, pad_id: int = 0) -> torch.Tensor:
+    """``out[i, j] = log p(token_ids[j] | prompts[i])``: one row per prompt (single-token actions)."""
+    ids, mask = _right_padded([list(p) for p in prompts], pad_id)
+    last = torch.tensor([len(p) - 1 for p in prompts])
+    logits = model(input_ids=ids, attention_mask=mask).logits.float()
+    logp = torch.log_softmax(logits[torch.arange(len(prompts)), last], dim=-1)
+    return logp[:, list(token_ids)]
+
+
+def _right_padded(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+    return ids, mask

@@ -1,0 +1,237 @@
+"""Render a partial trajectory into the prompt token ids for the next assistant turn.
+
+    renderer = PromptRenderer(tokenizer, max_history_turns=None)
+    prompt_ids = renderer.render(trajectory)       # ends with the generation prompt
+    samples = policy.sample([prompt_ids], n=4, params=params)
+
+Token exactness (DESIGN §3): earlier assistant turns are inserted as the ids the policy
+generated (``Step.generated_token_ids``), never re-tokenised text; system and user messages
+come from the tokenizer's own chat template. The ids are built segment by segment, so the
+prompt of step t+1 is the prompt of step t + the generated ids + the next observation segment
+(what a prefix cache reuses). For ordinary text the result equals
+``tokenizer.apply_chat_template(messages, add_generation_prompt=True)``.
+
+How: at construction the chat template is rendered once over placeholder messages and cut
+at the placeholders into fixed text pieces (head, turn separator, generation prompt). That works
+for any template that inserts message contents verbatim and only appends when a turn is
+added (ChatML, Llama-3, Gemma ...); anything else is refused with a ConfigError at construction.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from ttsearch.envs.base import Observation, Trajectory
+from ttsearch.envs.errors import ConfigError
+
+_SYS, _U0, _A0, _U1 = (
+    "\u2983TTS-SYSTEM\u2984",
+    "\u2983TTS-USER-0\u2984",
+    "\u2983TTS-ASSISTANT\u2984",
+    "\u2983TTS-USER-1\u2984",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PromptConfig:
+    """How states become prompts (saved with a checkpoint pair in ``ttsearch_pair.json``)."""
+
+    max_history_turns: int | None = None
+    """Keep only the last k (observation, action) pairs plus the current observation."""
+    show_admissible_actions: bool = False
+    """Append "Valid actions: a, b, ..." to each observation that lists them."""
+    system_prompt: str | None = None
+    """Replace the environment's system prompt (None: use the trajectory's)."""
+
+    def __post_init__(self) -> None:
+        if self.max_history_turns is not None and self.max_history_turns < 0:
+            raise ConfigError(
+                f"max_history_turns must be >= 0 or None, got {self.max_history_turns}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PromptConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(
+                f"unknown prompt setting(s) {sorted(unknown)}; valid: {', '.join(sorted(known))}"
+            )
+        return cls(**dict(data))
+
+
+def _cut(text: str, *markers: str) -> list[str]:
+    """Split ``text`` at each marker in order; the template must contain each exactly once."""
+    pieces = []
+    for marker in markers:
+        if text.count(marker) != 1:
+            raise ConfigError(
+                "the chat template does not insert message contents verbatim; PromptRenderer "
+                "needs a template that does (e.g. ChatML) — set tokenizer.chat_template"
+            )
+        before, text = text.split(marker)
+        pieces.append(before)
+    return [*pieces, text]
+
+
+class PromptRenderer:
+    """Trajectory -> prompt token ids for the next assistant turn (see the module docstring)."""
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        *,
+        max_history_turns: int | None = None,
+        show_admissible_actions: bool = False,
+        system_prompt: str | None = None,
+        cache_size: int = 4096,
+    ):
+        self.tokenizer = tokenizer
+        self.config = PromptConfig(max_history_turns, show_admissible_actions, system_prompt)
+        if not getattr(tokenizer, "chat_template", None):
+            raise ConfigError(
+                "the tokenizer has no chat_template; set one (e.g. ChatML) before rendering prompts"
+            )
+        self._cache: OrderedDict[str, tuple[int, ...]] = OrderedDict()
+        self._cache_size = cache_size
+        self._special = frozenset(getattr(tokenizer, "all_special_ids", ()) or ())
+        self._derive_pieces()
+
+    @classmethod
+    def from_config(cls, tokenizer: Any, config: PromptConfig) -> PromptRenderer:
+        return cls(
+            tokenizer,
+            max_history_turns=config.max_history_turns,
+            show_admissible_actions=config.show_admissible_actions,
+            system_prompt=config.system_prompt,
+        )
+
+    # -- template analysis ----------------------------------------------------------------
+    def _template(self, messages: list[dict[str, str]], generation_prompt: bool) -> str:
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=generation_prompt
+        )
+
+    def _derive_pieces(self) -> None:
+        sys_msg = {"role": "system", "content": _SYS}
+        u0, a0, u1 = (
+            {"role": r, "content": c} for r, c in (("user", _U0), ("assistant", _A0), ("user", _U1))
+        )
+        # head with and without a system message: text before/between/after the contents
+        self._head_sys = _cut(self._template([sys_msg, u0], True), _SYS, _U0)
+        self._head_plain = _cut(self._template([u0], True), _U0)
+        one = self._template([u0], True)
+        two = self._template([u0, a0, u1], True)
+        if not two.startswith(one):
+            raise ConfigError(
+                "the chat template is not prefix-stable (adding a turn rewrites earlier text); "
+                "PromptRenderer needs one that only appends — set tokenizer.chat_template"
+            )
+        assistant_pre, self._turn_between, self._turn_after = _cut(two[len(one) :], _A0, _U1)
+        if assistant_pre:
+            raise ConfigError(
+                "the chat template adds text before the assistant content beyond its generation prompt"
+            )
+        self._self_check()
+
+    def _self_check(self) -> None:
+        """The cut pieces must reproduce the template on a real multi-turn conversation."""
+        messages = [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "You see a door."},
+            {"role": "assistant", "content": "open door"},
+            {"role": "user", "content": "The door opens."},
+        ]
+        expected = self._template(messages, True)
+        got = (
+            self._head_text("Be brief.", "You see a door.")
+            + "open door"
+            + self._turn_between
+            + "The door opens."
+            + self._turn_after
+        )
+        if got != expected:
+            raise ConfigError(
+                "the chat template renders turns differently depending on their position; "
+                "PromptRenderer needs a ChatML-like template — set tokenizer.chat_template"
+            )
+
+    def _head_text(self, system: str, first_user: str) -> str:
+        if system:
+            pre, mid, post = self._head_sys
+            return pre + system + mid + first_user + post
+        pre, post = self._head_plain
+        return pre + first_user + post
+
+    # -- rendering ------------------------------------------------------------------------
+    def _encode(self, text: str) -> tuple[int, ...]:
+        ids = self._cache.get(text)
+        if ids is None:
+            ids = tuple(self.tokenizer.encode(text, add_special_tokens=False))
+            self._cache[text] = ids
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(text)
+        return ids
+
+    def observation_text(self, observation: Observation) -> str:
+        text = observation.text
+        if self.config.show_admissible_actions and observation.admissible_actions:
+            text += "\n\nValid actions: " + ", ".join(observation.admissible_actions)
+        return text
+
+    def system_text(self, trajectory: Trajectory) -> str:
+        override = self.config.system_prompt
+        return trajectory.system_prompt if override is None else override
+
+    def _window(self, trajectory: Trajectory) -> tuple[int, list[Observation]]:
+        """Index of the first kept step and the observations (one per kept step, plus the current)."""
+        steps = trajectory.steps
+        k = self.config.max_history_turns
+        start = 0 if k is None else max(0, len(steps) - k)
+        observations = [trajectory.initial_observation] + [s.result.observation for s in steps]
+        return start, observations[start:]
+
+    def messages(self, trajectory: Trajectory) -> list[dict[str, str]]:
+        """The chat messages the prompt stands for (assistant turns as their recorded text)."""
+        start, observations = self._window(trajectory)
+        system = self.system_text(trajectory)
+        out = [{"role": "system", "content": system}] if system else []
+        for i, obs in enumerate(observations):
+            out.append({"role": "user", "content": self.observation_text(obs)})
+            if start + i < len(trajectory.steps):
+                out.append(
+                    {"role": "assistant", "content": trajectory.steps[start + i].action_text}
+                )
+        return out
+
+    def render(self, trajectory: Trajectory) -> tuple[int, ...]:
+        """Prompt ids for the next assistant turn of ``trajectory`` (ends with the generation prompt)."""
+        start, observations = self._window(trajectory)
+        ids = list(
+            self._encode(
+                self._head_text(
+                    self.system_text(trajectory), self.observation_text(observations[0])
+                )
+            )
+        )
+        for step, obs in zip(trajectory.steps[start:], observations[1:], strict=True):
+            generated = step.generated_token_ids or self._encode(step.action_text)
+            ids.extend(generated)
+            tail = self._encode(self._turn_between + self.observation_text(obs) + self._turn_after)
+            # The turn separator opens with the end-of-turn token; when the policy already
+            # emitted it (the usual stop), it is part of the generated ids: don't repeat it.
+            if generated and tail and tail[0] == generated[-1] and tail[0] in self._special:
+                tail = tail[1:]
+            ids.extend(tail)
+        return tuple(ids)
+
+    def render_many(self, states: Sequence[Trajectory]) -> list[tuple[int, ...]]:
+        return [self.render(state) for state in states]

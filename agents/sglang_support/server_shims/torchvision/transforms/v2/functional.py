@@ -1,0 +1,6 @@
+"""``torchvision.transforms.v2.functional`` stand-in."""
+
+from torchvision._stub import stub_getattr
+from torchvision.transforms import InterpolationMode  # noqa: F401
+
+__getattr__ = stub_getattr(__name__)

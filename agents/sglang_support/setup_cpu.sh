@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Install SGLang's CPU runtime into a venv, reproducibly (DESIGN §3; `make sglang-cpu` runs this).
+#
+#   bash agents/sglang_support/setup_cpu.sh                 # into .venv (default)
+#   PYTHON=/path/to/venv/bin/python bash agents/sglang_support/setup_cpu.sh
+#
+# What it does, and why:
+#  1. sglang==0.5.23 with --no-deps: its METADATA pins torch==2.14.1 (+CUDA wheels, flashinfer,
+#     sglang-kernel...) which would replace our CPU torch. We keep torch/transformers/tokenizers/
+#     numpy exactly as installed (a pip constraint built from the venv itself).
+#  2. requirements-cpu.txt: the modules the CPU server path imports, pinned.
+#  3. sgl_kernel_cpu/: our pure-torch stand-in for the `sgl_kernel` module (the AMX-only C++
+#     kernels of the real wheel), put on the venv's path with a .pth file. Skipped when a real
+#     sgl_kernel is importable (GPU installs).
+#  4. An import smoke test of the server modules under the CPU environment; fails loudly.
+# server_shims/ (the torchvision stand-in) is NOT installed: agents/sglang_server.py puts it on the
+# PYTHONPATH of SGLang processes only. Idempotent: a stamp in .sglang-cpu/ skips pip when nothing
+# changed.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+PY="${PYTHON:-$ROOT/.venv/bin/python}"
+SGLANG_VERSION="0.5.23"
+STATE="$ROOT/.sglang-cpu"
+mkdir -p "$STATE"
+
+[ -x "$PY" ] || { echo "setup_cpu.sh: no python at $PY; create the venv first or set PYTHON=" >&2; exit 2; }
+
+# The packages we never let pip move, at the versions this venv has now.
+"$PY" - > "$STATE/constraints.txt" <<'EOF'
+import importlib.metadata as md
+for dist in ("torch", "transformers", "tokenizers", "numpy"):
+    try:
+        print(f"{dist}=={md.version(dist)}")
+    except md.PackageNotFoundError:
+        pass
+EOF
+grep -q '^torch==' "$STATE/constraints.txt" || { echo "setup_cpu.sh: torch is not installed in $PY's env" >&2; exit 2; }
+
+STAMP_WANT="$(cat "$HERE/setup_cpu.sh" "$HERE/requirements-cpu.txt" "$STATE/constraints.txt" | sha256sum | cut -d' ' -f1) $SGLANG_VERSION $PY"
+if [ "$(cat "$STATE/stamp" 2>/dev/null || true)" != "$STAMP_WANT" ] \
+   || ! "$PY" -c "import importlib.metadata as m, sys; sys.exit(m.version('sglang') != '$SGLANG_VERSION')" 2>/dev/null; then
+  echo "== sglang==$SGLANG_VERSION (--no-deps)"
+  "$PY" -m pip install --quiet --disable-pip-version-check --no-deps "sglang==$SGLANG_VERSION"
+  echo "== CPU runtime requirements (torch etc. held at: $(tr '\n' ' ' < "$STATE/constraints.txt"))"
+  # pip warns that sglang's own pins (torch==2.14.1, ...) are unmet: that is the point; hide only that.
+  "$PY" -m pip install --quiet --disable-pip-version-check \
+      -c "$STATE/constraints.txt" -r "$HERE/requirements-cpu.txt" 2>&1 \
+    | grep -v -E "^sglang $SGLANG_VERSION requires|dependency resolver does not currently|^WARNING: Location" || true
+else
+  echo "== sglang $SGLANG_VERSION CPU runtime already installed (stamp matches)"
+fi
+
+SITE="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+PTH="$SITE/ttsearch_sgl_kernel_cpu.pth"
+rm -f "$PTH"  # so the probe below sees only a real sgl_kernel
+if "$PY" -c "import sgl_kernel" 2>/dev/null; then
+  echo "== a real sgl_kernel is installed; not adding the CPU stand-in"
+else
+  echo "$HERE/sgl_kernel_cpu" > "$PTH"
+  echo "== sgl_kernel stand-in: $PTH -> $HERE/sgl_kernel_cpu"
+fi
+
+echo "== import smoke test (CPU environment)"
+PYTHONPATH="$HERE/server_shims${PYTHONPATH:+:$PYTHONPATH}" SGLANG_USE_CPU_ENGINE=1 "$PY" - <<'EOF'
+import importlib, warnings
+warnings.filterwarnings("ignore")
+for module in (
+    "sgl_kernel",
+    "sglang.srt.entrypoints.http_server",
+    "sglang.srt.managers.scheduler",
+    "sglang.srt.models.qwen2",
+    "sglang.srt.models.llama",
+):
+    importlib.import_module(module)
+from sgl_kernel import assign_req_to_token_pool_cpu, copy_all_layer_kv_cache_cpu  # noqa: F401
+import sglang, torch
+print(f"ok: sglang {sglang.__version__} on torch {torch.__version__}")
+EOF
+echo "$STAMP_WANT" > "$STATE/stamp"

@@ -1,0 +1,68 @@
+"""Budget validation and parsing, the Usage arithmetic, and Ledger.afford's shrinking by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from ttsearch.envs.base import Observation, Task, Trajectory
+from ttsearch.envs.errors import ConfigError
+from ttsearch.search import Allowance, Budget, Ledger, Usage
+from ttsearch.search.testing import Choice, FakeProposer
+
+
+def test_parse_and_validate():
+    assert Budget.parse("tokens=240, env_steps=50,wall_seconds=1.5") == Budget(tokens=240, env_steps=50, wall_seconds=1.5)
+    assert Budget.parse("") == Budget()
+    for text, match in [("tokenz=3", "unknown budget limit 'tokenz'; choose one of"),
+                        ("tokens", "must look like name=value"), ("tokens=abc", "must be a number")]:
+        with pytest.raises(ConfigError, match=match):
+            Budget.parse(text)
+    for bad in (dict(tokens=-1), dict(model_calls=1.5), dict(env_steps=True), dict(wall_seconds=0)):
+        with pytest.raises(ConfigError, match="budget"):
+            Budget(**bad)
+
+
+def test_usage_exceeded_and_sum():
+    u = Usage(generated_tokens=10, scored_tokens=5, model_calls=2, env_steps=3, wall_seconds=9.0)
+    assert u.tokens == 15
+    assert u.exceeded(Budget(tokens=14, model_calls=2, wall_seconds=1.0)) == ["tokens"]
+    assert u.exceeded(Budget(wall_seconds=1.0), include_wall=True) == ["wall_seconds"]
+    assert (u + u).tokens == 30 and (u + u).env_steps == 6
+
+
+def ledger(budget, scores_reference=True, max_new=4):
+    agent = FakeProposer(lambda s: [Choice("go", 0.0)], max_new_tokens=max_new)
+    return Ledger(agent, budget, scores_reference=scores_reference), agent
+
+
+def test_afford_shrinks_k_first_then_states():
+    # worst case per candidate: 4 generated + 4 scored = 8 tokens
+    led, _ = ledger(Budget(tokens=8 * 6))
+    assert led.afford(2, 3) == Allowance(2, 3)
+    assert led.afford(2, 4) == Allowance(2, 3, "tokens")  # 8 candidates do not fit, 6 do
+    assert led.afford(7, 4) == Allowance(6, 1, "tokens")  # not even one each: fewer states
+    assert led.afford(3, 5, greedy=True) == Allowance(3, 1)
+    led, _ = ledger(Budget(tokens=8 * 6), scores_reference=False)
+    assert led.afford(3, 4) == Allowance(3, 4)  # without the reference a candidate costs 4
+
+
+def test_afford_plans_env_steps_and_calls():
+    led, _ = ledger(Budget(env_steps=5))
+    assert led.afford(2, 3, env_per_candidate=1) == Allowance(2, 2, "env_steps")
+    assert led.afford(2, 3, env_per_state=1, env_per_candidate=1) == Allowance(2, 1, "env_steps")  # 2 + 2 <= 5
+    assert led.afford(1, 1, env_per_candidate=2, env_reserved=4) == Allowance(0, 0, "env_steps")
+    led, _ = ledger(Budget(model_calls=1))
+    assert led.afford(1, 1) == Allowance(0, 0, "model_calls")  # sampling + scoring are two calls
+
+
+def test_ledger_reads_engine_deltas_only_from_its_start():
+    budget = Budget(generated_tokens=100)
+    led, agent = ledger(budget)
+    state = Trajectory(Task("x", "x"), Observation("o", ("go",)))
+    agent.propose([state], k=2, seed=0)  # before a second ledger starts: not its usage
+    later = Ledger(agent, budget, scores_reference=True)
+    agent.propose([state], k=3, seed=1)
+    total = agent.total()
+    assert led.usage().generated_tokens == total.generated_tokens
+    assert later.usage().generated_tokens == agent.calls[1].generated_tokens
+    assert later.remaining("generated_tokens") == 100 - agent.calls[1].generated_tokens
