@@ -1,34 +1,47 @@
-# ttsearch: the two set-up commands (README) and helpers. Works on a fresh CPU machine.
+# ttsearch: the two set-up commands of the README (`make demo`, `make test`) and their parts.
+# Everything works on a fresh CPU machine with only the package registries reachable.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.ttsearch-installed
-# One thread per process: the test suite and demo use tiny models, where thread hand-offs cost more than they gain.
+BENCH_STAMP := $(VENV)/.ttsearch-benchmarks
+# Tiny models: one thread per process beats thread hand-offs on a 2-core machine.
 export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install demo test lint clean
+.PHONY: install benchmarks sglang-cpu demo test lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip setuptools wheel
 	# The CPU wheel of torch first: an unpinned torch would pull a multi-GB CUDA build.
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
+	$(BIN)/pip install -q --disable-pip-version-check -e ".[test]"
 	touch $(STAMP)
 
 install: $(STAMP)
 
+# The benchmark packages behind the environment adapters (AgentDojo, BFCL, tau2, TextWorld, ...).
+$(BENCH_STAMP): $(STAMP) .ci/install_benchmarks.sh
+	bash .ci/install_benchmarks.sh $(VENV)
+	touch $(BENCH_STAMP)
+
+benchmarks: $(BENCH_STAMP)
+
+# SGLang's CPU runtime (pinned, --no-deps, our stand-in for the two sgl_kernel ops it calls).
+sglang-cpu: install
+	PYTHON=$(BIN)/python bash agents/sglang_support/setup_cpu.sh
+
 demo: install
 	$(BIN)/ttsearch demo
 
-test: install
+test: install benchmarks sglang-cpu
 	$(BIN)/ruff check .
-	$(BIN)/pytest
+	TTSEARCH_REQUIRE_SGLANG=1 $(BIN)/pytest
 
 lint: install
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info runs
+	rm -rf $(VENV) build dist *.egg-info runs .sglang-cpu

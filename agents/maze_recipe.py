@@ -186,11 +186,12 @@ def _with_other(logp_moves):
 
 
 def train_maze_pair(config: MazeRecipeConfig, out_dir: str | Path, *, reference_dir: str | Path | None = None,
-                    progress: bool = True) -> dict[str, Any]:
+                    policy_dir: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
     """Run the recipe; writes ``out_dir/{reference,policy}`` and ``ttsearch_pair.json``.
 
-    ``reference_dir`` skips tokenizer training and SFT and starts RL from that reference (a
-    folder written by an earlier run): RL settings can be tuned without redoing SFT.
+    ``reference_dir`` skips tokenizer training and SFT and uses that reference (a folder
+    written by an earlier run); ``policy_dir`` also continues RL from that policy instead of
+    starting it at the reference (more RL iterations without redoing the first ones).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -215,6 +216,8 @@ def train_maze_pair(config: MazeRecipeConfig, out_dir: str | Path, *, reference_
         model = AutoModelForCausalLM.from_pretrained(reference_dir, dtype=torch.float32)
         save_pair_folder(model, tokenizer, out_dir / "reference")
         sft_loss, reference_source = None, str(reference_dir)
+        if policy_dir is not None:
+            model = AutoModelForCausalLM.from_pretrained(policy_dir, dtype=torch.float32)
     reference = AutoModelForCausalLM.from_pretrained(out_dir / "reference", dtype=torch.float32).eval()
     rl_log = _rl(config, model, reference, tokenizer, rl_layouts, rng, log)
     model.eval()
@@ -227,6 +230,7 @@ def train_maze_pair(config: MazeRecipeConfig, out_dir: str | Path, *, reference_
         "prompt": PROMPT,
         "recipe": asdict(config),
         "reference_source": reference_source,
+        "policy_source": str(policy_dir) if policy_dir is not None else "reference",
         "sft_final_loss": sft_loss,
         "rl_final": rl_log[-1] if rl_log else None,
         "train_seconds": round(time.perf_counter() - started, 1),
@@ -249,7 +253,11 @@ def _sft(config: MazeRecipeConfig, layouts: list[tuple[int, Layout]], rng: np.ra
     """Tokenizer + from-scratch model trained to imitate the noisy expert (-> π_ref)."""
     import torch
 
-    from ttsearch.agents.move_logprobs import action_turn_ids, chat_prompt_ids, continuation_logprobs
+    from ttsearch.agents.move_logprobs import (
+        action_turn_ids,
+        chat_prompt_ids,
+        continuation_logprobs,
+    )
     from ttsearch.agents.tiny_model import make_model, train_tokenizer
 
     corpus = list(ACTIONS)
@@ -300,9 +308,10 @@ def _rl(config: MazeRecipeConfig, model, reference, tokenizer, layouts: list[tup
     """
     import torch
 
-    from ttsearch.agents.move_logprobs import chat_prompt_ids, next_token_logprobs
+    from ttsearch.agents.move_logprobs import chat_prompt_ids, next_token_and_stop_logprobs, next_token_logprobs
 
     move_tokens = _move_tokens(tokenizer)
+    stop_id = tokenizer.convert_tokens_to_ids(tokenizer.eos_token)
     pad_id = tokenizer.pad_token_id
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.rl_lr, weight_decay=0.0)
     ref_cache: dict[int, torch.Tensor] = {}
@@ -330,10 +339,14 @@ def _rl(config: MazeRecipeConfig, model, reference, tokenizer, layouts: list[tup
         target = torch.log_softmax(ref + q / config.beta, dim=1)
         model.train()
         for _ in range(config.rl_inner_steps):  # project onto the improved policy (several steps)
-            logp_pol = _with_other(next_token_logprobs(model, prompts, move_tokens, pad_id=pad_id))
+            # Each row also carries one move and the stop token: the turn must still end after
+            # the move (RL acts on the move token; the stop token keeps its SFT certainty).
+            chosen = rng.integers(len(move_tokens), size=len(prompts))
+            first, stop = next_token_and_stop_logprobs(model, prompts, move_tokens, chosen, stop_id, pad_id=pad_id)
+            logp_pol = _with_other(first)
             cross_entropy = -(target.exp() * logp_pol).sum(dim=1).mean()
             log_error = ((logp_pol - target) ** 2).mean()
-            loss = cross_entropy + config.rl_log_weight * log_error
+            loss = cross_entropy + config.rl_log_weight * log_error - stop.mean()
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -341,10 +354,10 @@ def _rl(config: MazeRecipeConfig, model, reference, tokenizer, layouts: list[tup
         with torch.no_grad():
             kl = (logp_pol.exp() * (logp_pol - ref)).sum(dim=1).mean()
         history.append({"iteration": iteration, "cross_entropy": cross_entropy.item(),
-                        "log_error": log_error.item(), "kl": kl.item()})
+                        "log_error": log_error.item(), "kl": kl.item(), "stop_logprob": stop.mean().item()})
         if iteration % 10 == 0 or iteration == config.rl_iterations - 1:
             log(f"rl {iteration + 1}/{config.rl_iterations}: ce {cross_entropy.item():.4f} "
-                f"log-err {log_error.item():.4f} kl {kl.item():.4f}")
+                f"log-err {log_error.item():.4f} kl {kl.item():.4f} log p(stop) {stop.mean().item():.4f}")
     return history
 
 

@@ -68,6 +68,22 @@ def next_token_logprobs(model, prompts: Sequence[Sequence[int]], token_ids: Sequ
     return logp[:, list(token_ids)]
 
 
+def next_token_and_stop_logprobs(model, prompts: Sequence[Sequence[int]], token_ids: Sequence[int],
+                                 chosen: Sequence[int], stop_id: int, *, pad_id: int = 0
+                                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward over ``prompt + token_ids[chosen[i]] + stop`` rows, returning both
+    ``[N, len(token_ids)]`` next-token log-probs at the prompt's end (causal masking makes them
+    independent of the appended tokens) and ``[N]`` log p(stop | prompt, chosen token)."""
+    rows = [list(p) + [token_ids[c], stop_id] for p, c in zip(prompts, chosen)]
+    ids, mask = _right_padded(rows, pad_id)
+    ends = torch.tensor([len(p) - 1 for p in prompts])
+    logits = model(input_ids=ids, attention_mask=mask).logits.float()
+    index = torch.arange(len(prompts))
+    first = torch.log_softmax(logits[index, ends], dim=-1)[:, list(token_ids)]
+    stop = torch.log_softmax(logits[index, ends + 1], dim=-1)[:, stop_id]
+    return first, stop
+
+
 def _right_padded(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)

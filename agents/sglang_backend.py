@@ -28,17 +28,20 @@ builder. Facts it relies on (SGLang 0.5.23, DESIGN §3, re-checked by tests/test
 
 from __future__ import annotations
 
-import json
-import time
-import urllib.error
-import urllib.request
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ttsearch.agents.base import EngineStats, Sample, SamplingParams, ScoreRequest, TokenScores
-from ttsearch.agents.sglang_server import ServerConfig, SGLangServer, _Process, get_json
+from ttsearch.agents.sglang_server import ServerConfig, ServerHandle, SGLangServer
+from ttsearch.agents.sglang_transport import (
+    EngineTransport,
+    HTTPTransport,
+    check_ids,
+    read_eos_token_ids,
+    read_vocab_size,
+)
 from ttsearch.envs.errors import BackendError, ConfigError, unknown_choice
 
 LOGPROB_MODES = ("auto", "server", "rescore")
@@ -53,138 +56,12 @@ def _seed_for(seed: int, prompt: int, copy: int) -> int:
     return (x ^ (x >> 31)) & _MASK64
 
 
-class _HTTP:
-    """POST /generate with a bounded timeout and bounded retries on connection failures."""
-
-    def __init__(self, handle: _Process, timeout_s: float, retries: int):
-        self.handle, self.timeout_s, self.retries = handle, timeout_s, retries
-
-    def generate(self, payload: dict) -> Any:
-        data = json.dumps(payload).encode()
-        last = ""
-        for attempt in range(self.retries + 1):
-            dead = self.handle.dead_reason() if self.handle.proc is not None else None
-            if dead:
-                raise BackendError(dead)
-            request = urllib.request.Request(
-                self.handle.url + "/generate",
-                data=data,
-                headers={"Content-Type": "application/json"},
-            )
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as resp:  # noqa: S310
-                    return json.loads(resp.read())
-            except urllib.error.HTTPError as err:  # the server answered: retrying won't help
-                raise BackendError(
-                    f"{self.handle.name}: SGLang rejected the request (HTTP {err.code}): "
-                    f"{_error_message(err.read())}"
-                ) from err
-            except (urllib.error.URLError, OSError) as err:  # refused, reset, timed out
-                last = str(getattr(err, "reason", err))
-                dead = self.handle.dead_reason()
-                if dead:
-                    raise BackendError(dead) from err
-                time.sleep(min(2.0**attempt, 8.0))
-        raise BackendError(
-            f"{self.handle.name}: no answer from {self.handle.url}/generate after "
-            f"{self.retries + 1} tries ({last}); the server may be overloaded: raise timeout_s "
-            "or send smaller batches"
-        )
-
-    def server_info(self) -> dict:
-        return get_json(self.handle.url + "/get_server_info")
-
-    def model_path(self) -> str:
-        return str(get_json(self.handle.url + "/get_model_info").get("model_path", ""))
-
-    def close(self) -> None:
-        self.handle.stop()  # no-op for a connected URL
-
-
-class _Engine:
-    """The same payload handed to an in-process ``sglang.Engine``."""
-
-    def __init__(self, engine: Any, model_path: str):
-        self.engine, self._model_path = engine, model_path
-
-    def generate(self, payload: dict) -> Any:
-        try:
-            return self.engine.generate(**payload)
-        except (ValueError, RuntimeError) as err:
-            raise BackendError(
-                f"sglang.Engine rejected the request: {err}".splitlines()[0]
-            ) from err
-
-    def server_info(self) -> dict:
-        return {
-            "enable_deterministic_inference": bool(
-                getattr(self.engine.server_args, "enable_deterministic_inference", False)
-            )
-        }
-
-    def model_path(self) -> str:
-        return self._model_path
-
-    def close(self) -> None:
-        self.engine.shutdown()
-
-
-def _error_message(body: bytes) -> str:
-    try:
-        data = json.loads(body)
-        err = data.get("error", data) if isinstance(data, dict) else data
-        return str(err.get("message", err) if isinstance(err, dict) else err)[:500]
-    except (ValueError, AttributeError):
-        return body.decode(errors="replace")[:500]
-
-
-def read_eos_token_ids(model_path: str | Path) -> tuple[int, ...]:
-    """EOS ids of a local model folder: generation config, model config, then tokenizer."""
-    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
-
-    found: list[int] = []
-    sources: list[Any] = []
-    try:
-        sources.append(GenerationConfig.from_pretrained(model_path).eos_token_id)
-    except OSError:
-        pass
-    sources.append(AutoConfig.from_pretrained(model_path).eos_token_id)
-    try:
-        sources.append(AutoTokenizer.from_pretrained(model_path).eos_token_id)
-    except (OSError, ValueError):
-        pass
-    for source in sources:
-        for tid in [source] if isinstance(source, int) else (source or ()):
-            if tid is not None and int(tid) not in found:
-                found.append(int(tid))
-    return tuple(found)
-
-
-def read_vocab_size(model_path: str | Path) -> int | None:
-    from transformers import AutoConfig
-
-    size = getattr(AutoConfig.from_pretrained(model_path), "vocab_size", None)
-    return int(size) if size else None
-
-
-def _check_ids(name: str, seqs: Sequence[Sequence[int]], vocab_size: int | None) -> None:
-    if vocab_size is None:
-        return
-    for seq in seqs:
-        bad = [t for t in seq if not 0 <= t < vocab_size]
-        if bad:
-            raise BackendError(
-                f"{name}: token ids {bad[:5]} are outside the vocabulary [0, {vocab_size}); "
-                "render prompts with this model's tokenizer"
-            )
-
-
 class SGLangBackend:
     """One model (or one LoRA adapter) on an SGLang server or in-process engine."""
 
     def __init__(
         self,
-        target: str | _Process,
+        target: str | ServerHandle,
         *,
         name: str | None = None,
         lora: str | None = None,
@@ -200,9 +77,9 @@ class SGLangBackend:
             raise ConfigError(unknown_choice("logprobs mode", logprobs, LOGPROB_MODES))
         if _transport is None:
             handle = SGLangServer.connect(target) if isinstance(target, str) else target
-            _transport = _HTTP(handle, timeout_s, retries)
-            # our launchers set SGLANG_RETURN_ORIGINAL_LOGPROB=1; anything else gets probed
-            if logprobs == "auto" and handle.proc is not None:
+            _transport = HTTPTransport(handle, timeout_s, retries)
+            # our server launcher sets SGLANG_RETURN_ORIGINAL_LOGPROB=1; anything else is probed
+            if logprobs == "auto" and isinstance(handle, SGLangServer):
                 logprobs = "server"
         self._transport = _transport
         self._owns = _owns
@@ -281,7 +158,7 @@ class SGLangBackend:
         return cls(
             model_path,
             name=name,
-            _transport=_Engine(engine, str(model_path)),
+            _transport=EngineTransport(engine, str(model_path)),
             _owns=True,
             logprobs="server",
         )
@@ -299,7 +176,7 @@ class SGLangBackend:
         self.close()
 
     @property
-    def server(self) -> _Process | None:
+    def server(self) -> ServerHandle | None:
         return getattr(self._transport, "handle", None)
 
     # -- protocol properties ---------------------------------------------------------------
@@ -325,7 +202,7 @@ class SGLangBackend:
         top: list[int] | int = 0,
     ) -> list[dict]:
         """The one request builder (HTTP JSON body == Engine.generate kwargs)."""
-        _check_ids(self.name, input_ids, self.vocab_size)
+        check_ids(self.name, input_ids, self.vocab_size)
         payload: dict[str, Any] = {"input_ids": input_ids, "sampling_params": sampling}
         if logprob_start is not None:
             payload.update(

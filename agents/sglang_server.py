@@ -138,7 +138,7 @@ class ServerConfig:
         return args + list(self.extra_args)
 
 
-_LIVE: weakref.WeakSet[_Process] = weakref.WeakSet()
+_LIVE: weakref.WeakSet[ServerHandle] = weakref.WeakSet()
 
 
 @atexit.register
@@ -156,7 +156,7 @@ def _parent_death_signal() -> None:  # runs in the child before exec (Linux only
         pass
 
 
-class _Process:
+class ServerHandle:
     """A server process in its own process group, logging to ``run_dir/<name>.log``."""
 
     kind = "process"
@@ -209,13 +209,16 @@ class _Process:
                     f"start-up; read {self.log_path}; {SETUP_HINT} if a module is missing"
                     + self.log_tail_block()
                 )
-            if http_status(self.url + "/health", timeout_s=5.0) == 200:
+            if self._ready():
                 return
             time.sleep(0.5)
         raise BackendError(
             f"{self.name}: not healthy after {self.startup_timeout_s:.0f} s at {self.url}; raise "
             f"startup_timeout_s or read {self.log_path}" + self.log_tail_block()
         )
+
+    def _ready(self) -> bool:
+        return http_status(self.url + "/health", timeout_s=5.0) == 200
 
     def alive(self) -> bool:
         """For a launched process: still running. For a connected URL: /health answers 200."""
@@ -299,7 +302,7 @@ class _Process:
         return f"{type(self).__name__}(name={self.name!r}, url={self.url!r}, alive={self.alive()})"
 
 
-class SGLangServer(_Process):
+class SGLangServer(ServerHandle):
     """One ``python -m sglang.launch_server`` (started in ``__init__``), or a connected URL."""
 
     kind = "server"
@@ -324,9 +327,9 @@ class SGLangServer(_Process):
         self._spawn(argv, env, f"http://{config.host}:{port}")
 
     @classmethod
-    def connect(cls, url: str, *, name: str = "sglang") -> _Process:
+    def connect(cls, url: str, *, name: str = "sglang") -> ServerHandle:
         """Use a server started elsewhere; ``stop()`` does nothing, health is checked now."""
-        handle = _Process(name, None, 0.0)
+        handle = ServerHandle(name, None, 0.0)
         handle.url = url.rstrip("/")
         if not handle.alive():
             raise BackendError(
@@ -335,7 +338,7 @@ class SGLangServer(_Process):
         return handle
 
 
-class SGLangRouter(_Process):
+class SGLangRouter(ServerHandle):
     """``python -m sglang_router.launch_router`` over worker URLs (data parallel, cache-aware)."""
 
     kind = "router"
@@ -360,10 +363,21 @@ class SGLangRouter(_Process):
             raise ConfigError("SGLangRouter needs at least one worker URL")
         if python == sys.executable and importlib.util.find_spec("sglang_router") is None:
             raise BackendError("sglang-router is not installed; pip install sglang-router")
+        self.worker_urls = tuple(worker_urls)
         port = port or free_port(host)
         argv = [python, "-m", "sglang_router.launch_router", "--host", host, "--port", str(port)]
         argv += ["--policy", policy, "--worker-urls", *worker_urls, *extra_args]
         self._spawn(argv, os.environ, f"http://{host}:{port}")
+
+    def _ready(self) -> bool:
+        # /health answers before the workers are registered (in the background): wait for all
+        if http_status(self.url + "/health", timeout_s=5.0) != 200:
+            return False
+        try:
+            workers = get_json(self.url + "/workers", timeout_s=5.0).get("workers", [])
+        except (OSError, ValueError):
+            return False
+        return sum(bool(w.get("is_healthy")) for w in workers) >= len(self.worker_urls)
 
 
 def http_status(url: str, *, timeout_s: float) -> int | None:

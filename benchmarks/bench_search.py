@@ -46,6 +46,8 @@ EARLY_STOP_VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("beam", {"name": "gate", "signal": "policy_prob", "threshold": 0.9}),
 ]
 LOOKAHEAD = ("beam", "best_first", "mcts")
+PACED = ("step_best_of_n", "beam", "best_first", "mcts")
+"""Step-by-step controllers that get ``horizon`` (keep budget to finish the episode)."""
 MATCH_PARAM = {"step_best_of_n": "k", "trajectory_best_of_n": "n", "beam": "expand", "best_first": "expand",
                "mcts": "simulations"}
 """The sample-count option scaled by ``--baseline-scale`` for scorers that need no reference pass."""
@@ -66,6 +68,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="override a controller option, e.g. beam.width=4 (repeatable)")
     parser.add_argument("--baseline-scale", type=float, default=1.5,
                         help="sample-count factor for scorers without a reference pass (equal compute; 1 = same samples)")
+    parser.add_argument("--horizon", default="auto",
+                        help="step limit the step-by-step controllers pace their budget to: auto (the env's "
+                             "max_steps), none, or a number")
     parser.add_argument("--seed", type=int, default=0, help="controller seed")
     parser.add_argument("--workers", type=int, default=1, help="parallel worker processes (one cell each)")
     parser.add_argument("--out", default=None, help="folder for per-episode records (resumable)")
@@ -119,7 +124,22 @@ def make_tasks(env: str, env_kwargs: dict[str, Any], *, split: str, episodes: in
 
 # -- cells --------------------------------------------------------------------------------------
 
-def build_cells(args: argparse.Namespace) -> list[dict[str, Any]]:
+def resolve_horizon(text: str, tasks: list) -> int | None:
+    if text == "none":
+        return None
+    if text == "auto":
+        env = tasks[0].make()
+        try:
+            return getattr(env, "max_steps", None)
+        finally:
+            env.close()
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"--horizon must be auto, none or a number, got {text!r}") from None
+
+
+def build_cells(args: argparse.Namespace, horizon: int | None = None) -> list[dict[str, Any]]:
     from ttsearch.search import CONTROLLERS
     from ttsearch.search.early_stopping import describe, make_early_stop
 
@@ -134,6 +154,8 @@ def build_cells(args: argparse.Namespace) -> list[dict[str, Any]]:
     cells = []
     for name in controllers:
         base = {**CONTROLLER_CONFIGS.get(name, {}), **overrides.get(name, {})}
+        if horizon is not None and name in PACED:
+            base.setdefault("horizon", horizon)
         for scorer in (["none"] if name == "greedy" else scorers):
             options = dict(base)
             if scorer not in ("none", "progress_advantage", "reference_logprob") and name in MATCH_PARAM:
@@ -146,6 +168,8 @@ def build_cells(args: argparse.Namespace) -> list[dict[str, Any]]:
             if name in controllers:
                 label = describe(make_early_stop(spec))
                 options = {**CONTROLLER_CONFIGS.get(name, {}), **overrides.get(name, {})}
+                if horizon is not None and name in PACED:
+                    options.setdefault("horizon", horizon)
                 cells.append({"id": f"{name}/progress_advantage/{spec['name']}", "controller": name,
                               "options": options, "scorer": "progress_advantage", "early_stop": label,
                               "early_stop_spec": spec})
@@ -269,18 +293,18 @@ def comparisons(records: dict[str, list[dict[str, Any]]]) -> tuple[list[dict], l
 
 
 def main(args: argparse.Namespace) -> int:
+    from ttsearch.agents.model_pair import PairManifest
+    from ttsearch.agents.pairs import default_pair_dir
     from ttsearch.search import Budget
 
     budget = Budget.parse(args.budget)
-    cells = build_cells(args)
     if args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     # Tasks are listed once here (cheap; no model needed) and shipped to the workers as dicts.
-    from ttsearch.agents.model_pair import PairManifest
-    from ttsearch.agents.pairs import default_pair_dir
-
     manifest = PairManifest.read(args.pair or default_pair_dir("maze"))
     tasks = make_tasks(manifest.env or "maze", dict(manifest.env_kwargs), split=args.split, episodes=args.episodes)
+    horizon = resolve_horizon(args.horizon, tasks)
+    cells = build_cells(args, horizon)
     task_dicts = [{"env": t.env, "id": t.id, "seed": t.seed, "kwargs": dict(t.kwargs), "split": t.split} for t in tasks]
     started = time.perf_counter()
     records: dict[str, list[dict[str, Any]]] = {}
@@ -309,7 +333,7 @@ def main(args: argparse.Namespace) -> int:
     results = [summarize(cell, records[cell["id"]]) for cell in cells]
     claims, early = comparisons(records)
     out = {"pair": str(args.pair or default_pair_dir("maze")), "split": args.split, "episodes": len(tasks),
-           "budget": budget.to_dict(), "max_new_tokens": args.max_new_tokens, "temperature": args.temperature,
+           "budget": budget.to_dict(), "horizon": horizon, "max_new_tokens": args.max_new_tokens, "temperature": args.temperature,
            "seed": args.seed, "results": results, "comparisons": claims, "early_stopping": early,
            "seconds": round(time.perf_counter() - started, 1)}
     if args.out:

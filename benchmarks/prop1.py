@@ -30,6 +30,8 @@ from ttsearch.envs.errors import ConfigError
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pair", default=None, help="pair folder (default: the shipped maze pair)")
     parser.add_argument("--layouts", type=int, default=50, help="held-out layouts to use (default 50)")
+    parser.add_argument("--split", default="test", choices=("test", "train"),
+                        help="layouts to measure on (default: held-out 'test')")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -46,7 +48,7 @@ def _metrics(score: np.ndarray, advantage: np.ndarray, optimal_sets: list[set[in
     }
 
 
-def measure(pair_dir: str | Path, *, layouts: int = 50) -> dict[str, Any]:
+def measure(pair_dir: str | Path, *, layouts: int = 50, split: str = "test") -> dict[str, Any]:
     """Compute the Proposition 1 statistics for a maze pair (see the module docstring)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -69,7 +71,7 @@ def measure(pair_dir: str | Path, *, layouts: int = 50) -> dict[str, Any]:
     spans = [turn[:-1] for turn in turns]
 
     pa, pa_turn, pol, adv, optimal_sets = [], [], [], [], []
-    tasks = maze_tasks(split="test", size=env_kwargs["size"])
+    tasks = maze_tasks(split=split, size=env_kwargs["size"])
     for _ in range(layouts):
         task = next(tasks)
         layout = generate_layout(task.kwargs["layout_seed"], size=env_kwargs["size"])
@@ -93,6 +95,7 @@ def measure(pair_dir: str | Path, *, layouts: int = 50) -> dict[str, Any]:
         "pair": str(pair_dir),
         "beta": beta,
         "n_layouts": layouts,
+        "split": split,
         "n_states": int(adv_all.shape[0]),
         "n_pairs": int(adv_all.size),
         "pa": _metrics(pa_all, adv_all, optimal_sets),
@@ -107,14 +110,14 @@ def main(args: argparse.Namespace) -> int:
 
     if args.layouts < 1:
         raise ConfigError(f"--layouts must be >= 1, got {args.layouts}")
-    result = measure(args.pair or default_pair_dir("maze"), layouts=args.layouts)
+    result = measure(args.pair or default_pair_dir("maze"), layouts=args.layouts, split=args.split)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"Proposition 1 on {result['n_states']} held-out states ({result['n_pairs']} state-action pairs)")
+    table = Table(title=f"Proposition 1 on {result['n_states']} {result['split']}-split states ({result['n_pairs']} state-action pairs)")
     for column in ("score", "spearman", "pearson", "argmax = argmax A*", "argmax hard-optimal"):
         table.add_column(column)
     for name in ("pa", "pa_whole_turn", "policy_logprob"):

@@ -153,12 +153,12 @@ class AdapterEnv(Env):
             if int(seed) < 0:
                 raise EnvError(f"seed must be >= 0, got {seed}")
             self._seed = int(seed)
+        self._started = False  # no episode until this reset succeeds
         self._prepare(self._seed)
         try:
             out = self._runner.call(lambda: self._start(self._seed), self.step_timeout_s)
         except StepTimeout as err:
             self._abandon()
-            self._started = False
             raise EnvError(f"{type(self).__name__}.reset(seed={self._seed}) hung: {err}; "
                            "raise step_timeout_s or check the backend") from None
         self._started = True

@@ -91,7 +91,8 @@ def describe_object(obj: Any) -> str:
         return f"the {state} {obj.color} door"
     if obj.type in ("key", "ball", "box"):
         return f"the {obj.color} {obj.type}"
-    return describe_cell(OBJECTS.index(obj.type), 0, 0).replace("a grey", "a")
+    color = COLORS.index(obj.color) if obj.color in COLORS else COLORS.index("grey")
+    return describe_cell(OBJECTS.index(obj.type), color, 0)
 
 
 def render_view(image: Any, direction: int, mission: str, carrying: Any) -> str:

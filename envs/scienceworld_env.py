@@ -22,7 +22,8 @@ simulator's ``step`` directly and computes the valid actions only when asked
 Reward: ScienceWorld's score gain / 100 (its score is 0..100, -100 on a failed task), summed
 exactly, so the episode total is score / 100 and success (score 100) is total 1.
 ``terminated`` = the simulator's completed flag or a negative score (ScienceWorld's own
-rules); the step limit is ours (``max_steps``). ``info["invalid_action"]`` = the parser did
+rules); the step limit is ours (``max_steps``, default 300: some gold paths are longer than
+the package's default limit of 100, e.g. boil variation 22 takes 174 steps). ``info["invalid_action"]`` = the parser did
 not recognise the input. Branching: replay (``deterministic = True``).
 """
 
@@ -43,7 +44,7 @@ class ScienceWorldEnv(AdapterEnv):
     """One ScienceWorld task; ``reset(seed=k)`` plays variation k."""
 
     def __init__(self, *, task: str = "boil", simplifications: str = "", with_admissible: bool = False,
-                 fresh_jvm: bool = True, max_steps: int = 100, step_timeout_s: float | None = 60.0):
+                 fresh_jvm: bool = True, max_steps: int = 300, step_timeout_s: float | None = 60.0):
         super().__init__(max_steps=max_steps, step_timeout_s=step_timeout_s)
         self.fresh_jvm = fresh_jvm
         if not fresh_jvm:
@@ -77,6 +78,7 @@ class ScienceWorldEnv(AdapterEnv):
                                "(Debian: apt-get install openjdk-17-jre-headless)") from err
             names = list(self._sw.get_task_names())
             if self.task not in names:
+                self._stop_jvm()
                 raise ConfigError(unknown_choice("ScienceWorld task", self.task, names))
             self._loaded = None
         return self._sw

@@ -129,7 +129,12 @@ class SearchContext:
     def seed_for(self, *key: Any) -> int:
         return derive_seed(self.controller.seed, self.task.id, self.task.seed, *key)
 
-    def afford(self, n_states: int, k: int, **kwargs: Any) -> Allowance:
+    def afford(self, n_states: int, k: int, *, depth: int | None = None, **kwargs: Any) -> Allowance:
+        """``Ledger.afford``; with the controller's ``horizon`` and the ``depth`` (steps taken)
+        of the states, enough budget is kept back to finish the episode one candidate a turn."""
+        horizon = self.controller.horizon
+        if horizon is not None and depth is not None:
+            kwargs["reserve_steps"] = max(0, horizon - depth - 1)
         allowance = self.ledger.afford(n_states, k, **kwargs)
         if allowance.limit is not None:
             self.shrinks[allowance.limit] = self.shrinks.get(allowance.limit, 0) + 1
@@ -223,6 +228,9 @@ class Controller(ABC):
     """"none" (acts in one env), "reset" (fresh envs from the factory) or "branch"."""
     early_stops: ClassVar[tuple[str, ...]] = ()
     """Names of the early-stopping rules this controller supports."""
+    horizon: int | None = None
+    """Step-by-step controllers take ``horizon=`` (the env's step limit): they then keep enough
+    budget back to finish the episode one candidate per turn instead of starving mid-episode."""
 
     def __init__(self, *, seed: int = 0, max_steps: int = 100, early_stop: Any = None):
         if not isinstance(seed, int):
@@ -253,6 +261,11 @@ class Controller(ABC):
 
     @abstractmethod
     def _run(self, ctx: SearchContext) -> SearchResult: ...
+
+    def _set_horizon(self, horizon: int | None) -> None:
+        if horizon is not None:
+            self._check_positive(self.name, horizon=horizon)
+        self.horizon = horizon
 
     @staticmethod
     def _check_positive(name: str, **values: int) -> None:

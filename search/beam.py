@@ -2,6 +2,7 @@
 
     Beam(width=4, expand=4).run(task, task.make, agent, make_scorer("progress_advantage"), budget)
     Beam(width=4, expand=4, early_stop=ConfidenceGate(threshold=0.9))    # confident beams: greedy child only
+                                                                         # (others: greedy + expand-1 samples)
     Beam(width=4, expand=4, early_stop=DeepConf(threshold=-1.5))         # drop beams whose running min < -1.5
 
 Each depth expands every unfinished beam by ``expand`` sampled candidates in ONE batched
@@ -10,7 +11,8 @@ snapshot or replay), and keeps the ``width`` best of children + finished beams, 
 cumulative step score (sum along the path; the earliest-created node wins ties). Finished beams
 keep their slot and are not expanded; the search ends when every kept beam is finished. The
 returned trajectory is the best finished beam by cumulative score (an unfinished one only when
-the budget or ``max_steps`` ended the search first). Env rewards are never read.
+the budget or ``max_steps`` ended the search first). Env rewards are never read. With
+``horizon`` (the env's step limit) the beam keeps enough budget to finish one path.
 """
 
 from __future__ import annotations
@@ -34,9 +36,10 @@ class Beam(Controller):
     early_stops = ("gate", "deepconf")
 
     def __init__(self, *, width: int = 4, expand: int = 4, seed: int = 0, max_steps: int = 100,
-                 early_stop=None, branching: str = "auto"):
+                 early_stop=None, branching: str = "auto", horizon: int | None = None):
         super().__init__(seed=seed, max_steps=max_steps, early_stop=early_stop)
         self._check_positive(self.name, width=width, expand=expand)
+        self._set_horizon(horizon)
         self._check_choice("branching mode", branching, BRANCHING)
         if isinstance(self.early_stop, DeepConf) and self.early_stop.threshold is None:
             raise ConfigError("beam: deepconf needs a fixed threshold (beams have no warm-up rollouts); "
@@ -84,7 +87,7 @@ class Beam(Controller):
         to_sample = alive
         limit = None
         if isinstance(rule, ConfidenceGate):
-            groups, limit = propose_scored(ctx, alive, 1, key=("gate", depth), greedy=True)
+            groups, limit = propose_scored(ctx, alive, 1, key=("gate", depth), greedy=True, depth=depth)
             to_sample = []
             for beam, group in zip(alive, groups):
                 cand, score = group[0]
@@ -92,13 +95,13 @@ class Beam(Controller):
                 if rule.confident(cand, score):
                     meter.triggers += 1
                     meter.skipped_candidates += self.expand - 1
-                else:
-                    meter.skipped_candidates -= 1
-                    to_sample.append(beam)
+                elif self.expand > 1:
+                    to_sample.append(beam)  # greedy + expand-1 samples: never more than ungated
+        k = self.expand - 1 if isinstance(rule, ConfidenceGate) else self.expand
         if to_sample:
             reserved = sum(ctx.brancher.cost(b.handle) for b in alive if b.node in pools)
-            groups, sample_limit = propose_scored(ctx, to_sample, self.expand, key=("expand", depth),
-                                                  env_reserved=reserved)
+            groups, sample_limit = propose_scored(ctx, to_sample, k, key=("expand", depth),
+                                                  env_reserved=reserved, depth=depth)
             limit = limit or sample_limit
             for beam, group in zip(to_sample, groups):
                 pools.setdefault(beam.node, []).extend(group)

@@ -9,7 +9,8 @@ the answer (no open node scores higher); otherwise the open ones are expanded to
 batched ``propose`` (``expand`` candidates each), every distinct child is executed (snapshot or
 replay branching) and pushed. Ties go to the earliest-created node. When the budget or
 ``max_expansions`` ends the search first, the best finished node found is returned, else the
-best open one. Env rewards are never read.
+best open one. Env rewards are never read. With ``horizon`` (the env's step limit) enough
+budget is kept to finish the best node's episode one candidate a turn.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ class BestFirst(Controller):
     branching_need = "branch"
 
     def __init__(self, *, expand: int = 4, batch: int = 1, seed: int = 0, max_steps: int = 100,
-                 max_expansions: int | None = None, branching: str = "auto"):
+                 max_expansions: int | None = None, branching: str = "auto", horizon: int | None = None):
         super().__init__(seed=seed, max_steps=max_steps)
+        self._set_horizon(horizon)
         self._check_positive(self.name, expand=expand, batch=batch)
         if max_expansions is not None:
             self._check_positive(self.name, max_expansions=max_expansions)
@@ -66,7 +68,8 @@ class BestFirst(Controller):
                     heapq.heappush(frontier, (-branch.cumulative, branch.node, branch))
                 reason = "max_expansions"
                 break
-            results, limit = expand(ctx, to_expand, self.expand, key=("expand", expansions))
+            results, limit = expand(ctx, to_expand, self.expand, key=("expand", expansions),
+                                    depth=to_expand[0].depth)
             for branch in to_expand[len(results):]:  # the budget left these unexpanded
                 heapq.heappush(frontier, (-branch.cumulative, branch.node, branch))
             if not results:

@@ -226,19 +226,41 @@ class Ledger:
         return None
 
     def afford(self, n_states: int, k: int, *, greedy: bool = False, env_per_state: int = 0,
-               env_per_candidate: int = 0, env_reserved: int = 0) -> Allowance:
+               env_per_candidate: int = 0, env_reserved: int = 0, reserve_steps: int = 0) -> Allowance:
         """The largest batch ``<= n_states × k`` whose worst case fits (module docstring).
 
         ``env_per_state``/``env_per_candidate`` are the env steps the caller will take after
         the call (e.g. 1 per state to execute one chosen action, or the branching cost per
         candidate to execute them all); ``env_reserved`` are steps already promised to earlier
         candidates not yet executed. Greedy proposals make one candidate per state.
+
+        ``reserve_steps`` keeps back the worst case of that many one-candidate turns (tokens,
+        calls, one env step each) so the episode can still be finished after this call; when
+        not even one candidate fits beside the reserve, one candidate is allowed from it.
         """
+        if reserve_steps > 0:
+            per_step = self._step_cost()
+            kept = self._afford(n_states, k, greedy, env_per_state, env_per_candidate,
+                                env_reserved, {n: reserve_steps * c for n, c in per_step.items()})
+            if kept:
+                return kept
+            one = self._afford(1, 1, greedy, env_per_state, env_per_candidate, env_reserved, {})
+            return Allowance(one.states, one.k, one.limit or kept.limit) if one else one
+        return self._afford(n_states, k, greedy, env_per_state, env_per_candidate, env_reserved, {})
+
+    def _step_cost(self) -> dict[str, int]:
+        """Worst case of one one-candidate turn."""
+        ref = 1 if self.scores_reference else 0
+        return {"tokens": self.max_new_tokens * (1 + ref), "generated_tokens": self.max_new_tokens,
+                "scored_tokens": self.max_new_tokens * ref, "model_calls": 1 + ref, "env_steps": 1}
+
+    def _afford(self, n_states: int, k: int, greedy: bool, env_per_state: int, env_per_candidate: int,
+                env_reserved: int, reserve: dict[str, int]) -> Allowance:
         if n_states <= 0:
             return Allowance(0, 0, None)
         if self.remaining("wall_seconds") <= 0:
             return Allowance(0, 0, "wall_seconds")
-        room = {n: self.remaining(n) for n in _COUNTS}
+        room = {n: self.remaining(n) - reserve.get(n, 0) for n in _COUNTS}
         room["env_steps"] -= env_reserved
         per = 1 if greedy else max(1, k)
         first = self._first_violation(n_states, per, env_per_state, env_per_candidate, room)

@@ -14,7 +14,9 @@ Three rules:
     standard deviation, floored at ``sigma_floor``); one more sample beats the leader's score L
     with p = 1 − Φ((L − μ)/σ); R more samples change the pick with 1 − (1 − p)^R. Identical
     scores (σ = 0, no floor) mean nothing drawn so far could be beaten: a tie never changes the
-    pick. ``min_samples`` keeps a few early samples from deciding alone. Used by trajectory best-of-N (waves of rollouts) and step best-of-N (waves of
+    pick. ``min_samples`` keeps a few early samples from deciding alone. With ``patience`` the
+    search also stops once the pick (the leading candidate's action, or the leading rollout) has
+    stayed the same for that many consecutive waves — the agreement rule. Used by trajectory best-of-N (waves of rollouts) and step best-of-N (waves of
     candidates at each turn).
 (b) **DeepConf** — DeepConf's online filter with the step score in place of token confidence:
     the first ``warmup`` rollouts run to the end; the threshold is the ``percentile``-th
@@ -25,8 +27,9 @@ Three rules:
 (c) **ConfidenceGate** — before searching a turn, decode the greedy candidate; when the choice is
     clear — its whole-turn policy probability (``policy_prob``), its step score (``step_score``)
     or the first token's top-1 minus top-2 probability (``top_margin``) is at least
-    ``threshold`` — act on it and skip the search of that turn; otherwise search as usual (the
-    greedy candidate joins the pool).
+    ``threshold`` — act on it and skip the search of that turn; otherwise search with the greedy
+    candidate as one of the K (K − 1 samples), so a gated search never samples more candidates
+    than the plain one (it spends one more model-call pair per turn).
 
 Each rule reports what it saved: an :class:`EarlyStopReport` in ``SearchResult.early_stop`` with
 the skipped candidates and an estimate of the tokens the un-stopped controller would have spent
@@ -58,6 +61,7 @@ class AdaptiveN:
     delta: float = 0.1
     min_samples: int = 4
     sigma_floor: float = 0.0
+    patience: int | None = None
     name = "adaptive"
 
     def __post_init__(self) -> None:
@@ -67,6 +71,8 @@ class AdaptiveN:
             raise ConfigError(f"adaptive: delta must be in (0, 1), got {self.delta}")
         if not self.sigma_floor >= 0:
             raise ConfigError(f"adaptive: sigma_floor must be >= 0, got {self.sigma_floor}")
+        if self.patience is not None and (isinstance(self.patience, bool) or self.patience < 1):
+            raise ConfigError(f"adaptive: patience must be an int >= 1 or None, got {self.patience}")
 
     def change_probability(self, scores: Sequence[float], leader: float, remaining: int) -> float:
         """P(at least one of ``remaining`` further samples scores above ``leader``)."""
@@ -79,8 +85,13 @@ class AdaptiveN:
         p_one = 1.0 - _phi((leader - float(values.mean())) / sigma)
         return 1.0 - (1.0 - p_one) ** remaining
 
-    def should_stop(self, scores: Sequence[float], leader: float, remaining: int) -> bool:
-        return len(scores) >= self.min_samples and self.change_probability(scores, leader, remaining) <= self.delta
+    def should_stop(self, scores: Sequence[float], leader: float, remaining: int, *, stable_waves: int = 0) -> bool:
+        """``stable_waves``: consecutive waves after which the pick stayed the same."""
+        if len(scores) < self.min_samples:
+            return False
+        if self.patience is not None and stable_waves >= self.patience:
+            return True
+        return self.change_probability(scores, leader, remaining) <= self.delta
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,8 +204,7 @@ class EarlyStopReport:
     """Candidates the un-stopped controller would have sampled and scored that this one did not."""
     used_tokens: int
     saved_tokens_estimate: float
-    """``skipped_candidates`` × this search's mean generated+scored tokens per candidate
-    (minus what the rule itself spent, e.g. the gate's greedy decodes)."""
+    """``skipped_candidates`` × this search's mean generated+scored tokens per candidate."""
     detail: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -215,11 +225,10 @@ class EarlyStopMeter:
     rule: EarlyStop
     triggers: int = 0
     skipped_candidates: int = 0
-    overhead_tokens: int = 0
     detail: dict[str, Any] = field(default_factory=dict)
 
     def report(self, usage: Any) -> EarlyStopReport:
         per_candidate = usage.tokens / usage.candidates if usage.candidates else 0.0
-        saved = self.skipped_candidates * per_candidate - self.overhead_tokens
+        saved = self.skipped_candidates * per_candidate
         return EarlyStopReport(describe(self.rule) or "", self.triggers, self.skipped_candidates, usage.tokens,
                                float(saved), dict(self.detail))

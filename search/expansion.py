@@ -79,7 +79,7 @@ def execute(ctx: SearchContext, brancher: Brancher, parent: Branch, cand: Candid
 
 
 def propose_scored(ctx: SearchContext, parents: Sequence[Branch], k: int, *, key: Sequence[Any],
-                   greedy: bool = False, env_reserved: int = 0,
+                   greedy: bool = False, env_reserved: int = 0, depth: int | None = None,
                    ) -> tuple[list[list[tuple[Candidate, float]]], str | None]:
     """One batched proposal for as many ``parents`` as the budget allows (shrinking k first).
 
@@ -92,7 +92,7 @@ def propose_scored(ctx: SearchContext, parents: Sequence[Branch], k: int, *, key
         return [], None
     per_candidate = max(ctx.brancher.cost(p.handle) for p in parents)
     allowance = ctx.afford(len(parents), k, greedy=greedy, env_per_candidate=per_candidate,
-                           env_reserved=env_reserved)
+                           env_reserved=env_reserved, depth=depth)
     if not allowance:
         return [], allowance.limit
     groups = ctx.propose([p.trajectory for p in parents], allowance, key=key, greedy=greedy)
@@ -100,14 +100,15 @@ def propose_scored(ctx: SearchContext, parents: Sequence[Branch], k: int, *, key
     return scored, allowance.limit
 
 
-def expand(ctx: SearchContext, parents: Sequence[Branch], k: int, *, key: Sequence[Any]
-           ) -> tuple[list[tuple[Branch, list[Branch]]], str | None]:
+def expand(ctx: SearchContext, parents: Sequence[Branch], k: int, *, key: Sequence[Any],
+           depth: int | None = None) -> tuple[list[tuple[Branch, list[Branch]]], str | None]:
     """Propose ``k`` candidates for each parent in one call and execute the distinct ones.
 
     Returns ``[(parent, children)]`` for the parents the budget allowed (a prefix of
-    ``parents``) and the limiting budget name (None when everything fit).
+    ``parents``) and the limiting budget name (None when everything fit). ``depth`` is the
+    episode depth the controller's ``horizon`` reserve is counted from.
     """
-    groups, limit = propose_scored(ctx, parents, k, key=key)
+    groups, limit = propose_scored(ctx, parents, k, key=key, depth=depth)
     out = []
     for parent, group in zip(parents, groups):
         children = [execute(ctx, ctx.brancher, parent, c, s) for c, s in best_per_action(group)]

@@ -22,7 +22,8 @@ batched ``propose``. Finished episodes are valued by their cumulative score too,
 with the highest mean value Q (``commit="value"``, the default: with a handful of simulations
 visit counts mostly mirror the prior) or the most-visited one (``commit="visits"``, the classic
 rule for many simulations); ties go to more visits, then the earliest. The tree below it is kept. Under a tight budget
-the simulations shrink; when even the current node cannot be expanded the search stops.
+the simulations shrink; when even the current node cannot be expanded the search stops. With
+``horizon`` (the env's step limit) enough budget is kept to finish the episode.
 """
 
 from __future__ import annotations
@@ -47,8 +48,9 @@ class MCTS(Controller):
 
     def __init__(self, *, simulations: int = 8, expand: int = 4, batch: int = 2, c_puct: float = 1.0,
                  prior_temperature: float = 1.0, commit: str = "value", use_env_reward: bool = False,
-                 seed: int = 0, max_steps: int = 100, branching: str = "auto"):
+                 seed: int = 0, max_steps: int = 100, branching: str = "auto", horizon: int | None = None):
         super().__init__(seed=seed, max_steps=max_steps)
+        self._set_horizon(horizon)
         self._check_positive(self.name, simulations=simulations, expand=expand, batch=batch)
         for key, value in (("c_puct", c_puct), ("prior_temperature", prior_temperature)):
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
@@ -115,12 +117,13 @@ class MCTS(Controller):
                 reason = "max_steps"
                 break
             if current.children is None:
-                results, limit = expand(ctx, [current], self.expand, key=("expand", turn, -1))
+                results, limit = expand(ctx, [current], self.expand, key=("expand", turn, -1),
+                                        depth=current.depth)
                 if not results:
                     reason = f"budget:{limit}"
                     break
                 self._set_children(current, results[0][1])
-            self._simulate(ctx, current, turn)
+            self._simulate(ctx, current, turn, current.depth)
             current = min(current.children, key=self._commit_key)
             turn += 1
         return ctx.finish(current.trajectory, reason, node=current.node, branching=ctx.brancher.mode,
@@ -131,7 +134,7 @@ class MCTS(Controller):
             return (-child.visits, -self._q(child), child.node)
         return (child.visits == 0, -self._q(child), -child.visits, child.node)
 
-    def _simulate(self, ctx: SearchContext, root: Branch, turn: int) -> None:
+    def _simulate(self, ctx: SearchContext, root: Branch, turn: int, depth: int) -> None:
         done_sims, wave = 0, 0
         while done_sims < self.simulations:
             leaves: list[Branch] = []
@@ -147,7 +150,8 @@ class MCTS(Controller):
                 leaves.append(leaf)
             if not leaves:
                 continue
-            results, _ = expand(ctx, leaves, self.expand, key=("expand", turn, wave))
+            # The horizon reserve counts from the real position: the turns after this one.
+            results, _ = expand(ctx, leaves, self.expand, key=("expand", turn, wave), depth=depth)
             wave += 1
             for parent, children in results:
                 self._set_children(parent, children)

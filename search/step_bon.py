@@ -3,10 +3,12 @@
     StepBestOfN(k=8).run(task, None, agent, make_scorer("progress_advantage"), budget)
     StepBestOfN(k=16, early_stop=AdaptiveN(wave=4))        # sample in waves, stop when decided
     StepBestOfN(k=8, early_stop=ConfidenceGate(threshold=0.9))   # greedy when the turn is clear
+                                                                 # (else greedy + k-1 samples)
 
 It needs no env branching — the one search possible in irreversible real environments. All K
 candidates of a turn come from one batched ``propose`` (per wave with ``adaptive``). Ties go
-to the earliest candidate. Under a tight budget K shrinks to what fits.
+to the earliest candidate. Under a tight budget K shrinks to what fits; with ``horizon`` (the
+env's step limit) enough budget is kept back to finish the episode one sample per turn.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ class StepBestOfN(Controller):
     name = "step_best_of_n"
     early_stops = ("adaptive", "gate")
 
-    def __init__(self, *, k: int = 8, seed: int = 0, max_steps: int = 100, early_stop=None):
+    def __init__(self, *, k: int = 8, seed: int = 0, max_steps: int = 100, early_stop=None,
+                 horizon: int | None = None):
         super().__init__(seed=seed, max_steps=max_steps, early_stop=early_stop)
         self._check_positive(self.name, k=k)
+        self._set_horizon(horizon)
         self.k = k
 
     def _run(self, ctx: SearchContext) -> SearchResult:
@@ -42,7 +46,7 @@ class StepBestOfN(Controller):
             pool: list = []  # (candidate, score)
             searched, limit = True, None
             if isinstance(rule, ConfidenceGate):
-                allowance = ctx.afford(1, 1, greedy=True, env_per_state=1)
+                allowance = ctx.afford(1, 1, greedy=True, env_per_state=1, depth=t)
                 if not allowance:
                     reason = f"budget:{allowance.limit}"
                     break
@@ -53,13 +57,13 @@ class StepBestOfN(Controller):
                     searched = False
                     meter.triggers += 1
                     meter.skipped_candidates += self.k - 1  # one greedy candidate instead of k samples
-                else:
-                    meter.skipped_candidates -= 1  # the gate's decode was extra
             if searched:
-                remaining, wave = self.k, 0
+                # An uncertain gated turn counts its greedy candidate as one of the k.
+                remaining, wave = self.k - len(pool), 0
+                leader, stable = None, 0
                 while remaining > 0:
                     size = min(remaining, rule.wave) if isinstance(rule, AdaptiveN) else remaining
-                    allowance = ctx.afford(1, size, env_per_state=1)
+                    allowance = ctx.afford(1, size, env_per_state=1, depth=t)
                     if not allowance:
                         limit = allowance.limit
                         break
@@ -69,7 +73,10 @@ class StepBestOfN(Controller):
                     wave += 1
                     if isinstance(rule, AdaptiveN) and remaining > 0:
                         scores = [s for _, s in pool]
-                        if rule.should_stop(scores, max(scores), remaining):
+                        top = pool[max(range(len(pool)), key=lambda i: (scores[i], -i))][0].action
+                        stable = stable + 1 if top == leader else 0
+                        leader = top
+                        if rule.should_stop(scores, max(scores), remaining, stable_waves=stable):
                             meter.triggers += 1
                             meter.skipped_candidates += remaining
                             break

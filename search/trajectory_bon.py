@@ -60,6 +60,7 @@ class TrajectoryBestOfN(Controller):
         threshold = rule.threshold if isinstance(rule, DeepConf) else None
         reason = "done"
         waves = self._waves()
+        leader, stable = None, 0
         for wave, size in enumerate(waves):
             while len(envs) < size:
                 envs.append(ctx.make_env())
@@ -81,8 +82,12 @@ class TrajectoryBestOfN(Controller):
                 meter.detail["threshold"] = threshold
             remaining = self.n - len(rollouts)
             if isinstance(rule, AdaptiveN) and remaining > 0:
-                finished = [ctx.trajectory_score(r.trajectory) for r in rollouts if r.status == "done"]
-                if finished and rule.should_stop(finished, max(finished), remaining):
+                done = [r for r in rollouts if r.status == "done"]
+                finished = [ctx.trajectory_score(r.trajectory) for r in done]
+                top = done[max(range(len(done)), key=lambda i: (finished[i], -i))].index if done else None
+                stable = stable + 1 if top is not None and top == leader else 0
+                leader = top
+                if finished and rule.should_stop(finished, max(finished), remaining, stable_waves=stable):
                     meter.triggers += 1
                     mean_steps = sum(len(r.trajectory.steps) for r in rollouts) / len(rollouts)
                     meter.skipped_candidates += round(remaining * mean_steps)

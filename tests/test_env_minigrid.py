@@ -35,6 +35,12 @@ def test_view_text_matches_the_grid():
     r = env.step("turn right")  # now facing south: the goal is 2 forward, 2 left
     assert "You turn right." in r.observation.text and "goal square 2 steps forward, 2 steps left" in r.observation.text
     assert obs.admissible_actions == ACTIONS
+    env.step("turn left")
+    env.step("go forward")
+    env.step("go forward")  # (3,1): the east wall is next
+    bump = env.step("go forward")
+    assert bump.observation.text.startswith("You can't move: a grey wall is in the way.")
+    assert "In front of you: a grey wall." in bump.observation.text and tuple(grid.agent_pos) == (3, 1)
 
 
 def test_gold_paths_succeed_with_minigrids_reward():

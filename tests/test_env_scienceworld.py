@@ -64,15 +64,15 @@ def test_garbage_and_valid_actions_on_demand(env):
     assert env.admissible_actions() is not valid
 
 
-def test_bad_task_and_variation_are_reported():
+def test_bad_task_and_variation_are_reported(env):
+    bad = ScienceWorldEnv(task="boil-water-quickly")
     with pytest.raises(ConfigError, match="unknown ScienceWorld task"):
-        ScienceWorldEnv(task="boil-water-quickly").reset(seed=0)
-    e = ScienceWorldEnv(task=TASK)
-    try:
-        with pytest.raises(EnvError, match="variations 0.."):
-            e.reset(seed=10_000)
-    finally:
-        e.close()
+        bad.reset(seed=0)
+    assert bad._sw is None  # its JVM was stopped
+    with pytest.raises(EnvError, match="variations 0.."):
+        env.reset(seed=10_000)
+    with pytest.raises(EnvError, match="before reset"):
+        env.step("look around")  # a failed reset leaves no episode behind
 
 
 @pytest.mark.slow  # ~10 JVM starts: ~30-60 s on 2 shared cores

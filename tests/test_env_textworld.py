@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 pytest.importorskip("textworld")
+pytest.importorskip("jericho")
 
 from ttsearch.envs import ConfigError, list_tasks, make  # noqa: E402
 from ttsearch.envs.check_env import check_env  # noqa: E402

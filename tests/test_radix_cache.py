@@ -15,6 +15,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from ttsearch.agents.base import SamplingParams, ScoreRequest
 from ttsearch.agents.radix_cache import RadixCache
 from ttsearch.agents.tiny_model import make_model, train_tokenizer
@@ -26,18 +27,27 @@ ATOL = 1e-5
 
 # -- the tree ------------------------------------------------------------------------------
 def _code(prefix: tuple[int, ...]) -> float:
-    return int.from_bytes(hashlib.blake2b(repr(prefix).encode(), digest_size=6).digest(), "big") / 2.0**48
+    return (
+        int.from_bytes(hashlib.blake2b(repr(prefix).encode(), digest_size=6).digest(), "big")
+        / 2.0**48
+    )
 
 
 def _payload(tokens: tuple[int, ...]):
     def kv_of(a: int, b: int) -> torch.Tensor:
-        return torch.tensor([[_code(tokens[: i + 1])] * 2 for i in range(a, b)], dtype=torch.float64)
+        return torch.tensor(
+            [[_code(tokens[: i + 1])] * 2 for i in range(a, b)], dtype=torch.float64
+        )
 
     return kv_of
 
 
 def _check_match(cache: RadixCache, query: tuple[int, ...], match) -> None:
-    rows = torch.cat([kv[:used] for kv, used in match.segments]) if match.segments else torch.zeros(0, 2)
+    rows = (
+        torch.cat([kv[:used] for kv, used in match.segments])
+        if match.segments
+        else torch.zeros(0, 2)
+    )
     assert rows.shape[0] == match.length
     expected = [_code(query[: i + 1]) for i in range(match.length)]
     assert rows[:, 0].tolist() == expected
@@ -155,7 +165,9 @@ def test_bad_budget_is_a_clear_error():
 @pytest.fixture(scope="module")
 def model():
     tok = train_tokenizer(["north south east west wall pit goal maze step"] * 5, vocab_size=300)
-    return make_model(tok, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, init_std=0.1, seed=3)
+    return make_model(
+        tok, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, init_std=0.1, seed=3
+    )
 
 
 def _truth(model, prefix, cont):
@@ -166,20 +178,28 @@ def _truth(model, prefix, cont):
 
 
 def _close(got, prefix, cont, model):
-    assert torch.allclose(torch.tensor(got, dtype=torch.float32), _truth(model, prefix, cont), atol=ATOL)
+    assert torch.allclose(
+        torch.tensor(got, dtype=torch.float32), _truth(model, prefix, cont), atol=ATOL
+    )
 
 
 token = st.integers(0, 255)  # byte tokens: always in the vocabulary
 trunks = st.lists(st.lists(token, min_size=1, max_size=30), min_size=1, max_size=3)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     trunk_pool=trunks,
     calls=st.lists(
         st.tuples(
             st.sampled_from(["score", "sample"]),
-            st.lists(st.tuples(st.integers(0, 2), st.integers(0, 30), st.lists(token, max_size=4)), min_size=1, max_size=3),
+            st.lists(
+                st.tuples(st.integers(0, 2), st.integers(0, 30), st.lists(token, max_size=4)),
+                min_size=1,
+                max_size=3,
+            ),
             st.lists(st.lists(token, min_size=1, max_size=5), min_size=1, max_size=5),
             st.integers(0, 1000),
         ),
@@ -201,8 +221,12 @@ def test_engine_equals_full_forward_across_calls(model, trunk_pool, calls, budge
             for req, res in zip(reqs, backend.score(reqs), strict=True):
                 _close(res.logprobs, req.prefix_ids, req.continuation_ids, model)
         else:
-            params = SamplingParams(max_new_tokens=4, seed=seed, stop_token_ids=tuple(range(0, 256, 7)))
-            for p, group in zip(prefixes, backend.sample(prefixes, n=len(conts), params=params), strict=True):
+            params = SamplingParams(
+                max_new_tokens=4, seed=seed, stop_token_ids=tuple(range(0, 256, 7))
+            )
+            for p, group in zip(
+                prefixes, backend.sample(prefixes, n=len(conts), params=params), strict=True
+            ):
                 for s in group:
                     _close(s.logprobs, p, s.token_ids, model)
         if backend.cache is not None:
@@ -227,7 +251,10 @@ def test_only_new_tokens_are_computed(model):
     # a longer prompt reuses the stored prefix and its stored continuation: 2 + 1 new tokens
     longer = prefix + (1, 2, 3, 77)
     backend.score([ScoreRequest(longer, (9, 9))])
-    assert backend.last_call.cached_tokens == len(prefix) + 2 and backend.last_call.computed_tokens == 2 + 1
+    assert (
+        backend.last_call.cached_tokens == len(prefix) + 2
+        and backend.last_call.computed_tokens == 2 + 1
+    )
     assert backend.stats.cache_bytes == backend.cache.bytes > 0 and backend.has_prefix_cache
 
 
@@ -244,7 +271,9 @@ def test_samples_from_a_cached_prefix_match_uncached_ones(model):
         for g, w in zip(g_group, w_group, strict=True):
             assert g.token_ids == w.token_ids and g.finish_reason == w.finish_reason
             assert torch.allclose(torch.tensor(g.logprobs), torch.tensor(w.logprobs), atol=ATOL)
-            assert torch.allclose(torch.tensor(g.top_logprobs), torch.tensor(w.top_logprobs), atol=ATOL)
+            assert torch.allclose(
+                torch.tensor(g.top_logprobs), torch.tensor(w.top_logprobs), atol=ATOL
+            )
             _close(g.logprobs, p, g.token_ids, model)
     assert warm.sample(prompts, n=8, params=params) == got  # bit-identical when repeated
 
@@ -253,7 +282,11 @@ def test_exact_right_after_evictions(model):
     backend = TransformersBackend(model, cache_bytes=3_000)  # ~ a few dozen tokens of KV
     g = torch.Generator().manual_seed(0)
     for _ in range(6):
-        prefix = tuple(torch.randint(0, 256, (int(torch.randint(5, 40, (1,), generator=g)),), generator=g).tolist())
+        prefix = tuple(
+            torch.randint(
+                0, 256, (int(torch.randint(5, 40, (1,), generator=g)),), generator=g
+            ).tolist()
+        )
         conts = [tuple(torch.randint(0, 256, (3,), generator=g).tolist()) for _ in range(4)]
         out = backend.score([ScoreRequest(prefix, c) for c in conts])
         for c, res in zip(conts, out, strict=True):
@@ -272,8 +305,15 @@ def test_rows_sharing_new_tokens_in_one_call_read_the_stored_bits(model):
     so a repeated call (everything cached) is bit-identical and still exact."""
     backend = TransformersBackend(model, cache_bytes=1 << 30)
     trunk = tuple(range(30, 50))
-    backend.score([ScoreRequest(trunk + (1,), (2,))])  # stores trunk+(1,) with no logits at trunk's end
-    prompts = [trunk + (3,), trunk, trunk[:5], trunk[:5] + (7, 8)]  # trunk: only its last token is run
+    backend.score(
+        [ScoreRequest(trunk + (1,), (2,))]
+    )  # stores trunk+(1,) with no logits at trunk's end
+    prompts = [
+        trunk + (3,),
+        trunk,
+        trunk[:5],
+        trunk[:5] + (7, 8),
+    ]  # trunk: only its last token is run
     params = SamplingParams(max_new_tokens=5, seed=4)
     first = backend.sample(prompts, n=3, params=params)
     assert backend.sample(prompts, n=3, params=params) == first

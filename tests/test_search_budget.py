@@ -66,3 +66,11 @@ def test_ledger_reads_engine_deltas_only_from_its_start():
     assert led.usage().generated_tokens == total.generated_tokens
     assert later.usage().generated_tokens == agent.calls[1].generated_tokens
     assert later.remaining("generated_tokens") == 100 - agent.calls[1].generated_tokens
+
+
+def test_reserve_keeps_budget_to_finish_then_allows_one_candidate():
+    # 8 tokens per candidate (4 generated + 4 scored), 2 calls per turn
+    led, _ = ledger(Budget(tokens=8 * 10))
+    assert led.afford(1, 8, reserve_steps=4) == Allowance(1, 6, "tokens")  # 10 - 4 reserved
+    assert led.afford(1, 8, reserve_steps=9) == Allowance(1, 1, "tokens")  # inside the reserve: one
+    assert led.afford(1, 8, reserve_steps=0) == Allowance(1, 8)

@@ -243,3 +243,18 @@ def test_replay_steps_count_against_the_env_budget(name, env_steps):
     unlimited, _ = run(name, env=TrapNoSnapshot, **LOOKAHEAD[name])
     if unlimited.usage.env_steps > env_steps:  # the limit really bound this search
         assert result.info["budget_shrinks"].get("env_steps") or result.stop_reason == "budget:env_steps"
+
+
+@pytest.mark.parametrize("name", ["step_best_of_n", "beam", "best_first", "mcts"])
+def test_horizon_reserve_finishes_the_episode_instead_of_starving(name):
+    # max_new_tokens=1: every candidate costs exactly 1 generated + 1 scored token (worst case = actual)
+    options = {"step_best_of_n": dict(k=8), "beam": dict(width=1, expand=8),
+               "best_first": dict(expand=8), "mcts": dict(expand=8, simulations=1)}[name]
+    budget = Budget(tokens=16)
+    results = {}
+    for horizon in (None, 2):
+        agent = FakeProposer(trap_table, max_new_tokens=1)
+        results[horizon] = make_controller(name, horizon=horizon, **options).run(TASK, TrapEnv, agent, PA, budget)
+        assert results[horizon].usage.tokens <= 16
+    assert not results[None].trajectory.done and results[None].stop_reason == "budget:tokens"
+    assert results[2].trajectory.done and len(results[2].trajectory.steps) == 2

@@ -125,12 +125,12 @@ def test_rule_errors_name_the_fix():
 def test_gate_acts_greedily_on_clear_turns_and_reports_the_saving():
     plain, _ = run("step_best_of_n", Two, trap_table, k=8)
     gated, _ = run("step_best_of_n", Two, trap_table, k=8, early_stop=ConfidenceGate(threshold=0.55))
-    # turn 1: greedy 'a' has p=.6 >= .55: act; turn 2: greedy 'x' has p=.5: search (1 greedy + 8 samples)
-    assert gated.usage.candidates == 1 + (1 + 8) and plain.usage.candidates == 16
+    # turn 1: greedy 'a' has p=.6 >= .55: act; turn 2: greedy 'x' has p=.5: search (greedy + 7 samples)
+    assert gated.usage.candidates == 1 + (1 + 7) and plain.usage.candidates == 16
     report = gated.early_stop
-    assert report.triggers == 1 and report.skipped_candidates == 16 - 10 and gated.stopped_early
+    assert report.triggers == 1 and report.skipped_candidates == 16 - 9 and gated.stopped_early
     per_candidate = gated.usage.tokens / gated.usage.candidates
-    assert report.saved_tokens_estimate == pytest.approx(6 * per_candidate)
+    assert report.saved_tokens_estimate == pytest.approx(7 * per_candidate)
     assert gated.trajectory.actions[0] == "a"
 
 
@@ -179,3 +179,18 @@ def test_beam_gate_expands_confident_beams_greedily():
     gated, _ = run("beam", LongTrap, long_table, width=2, expand=4, early_stop=ConfidenceGate(threshold=0.9))
     assert gated.usage.candidates < plain.usage.candidates
     assert gated.success == plain.success and gated.early_stop.triggers > 0
+
+
+def test_adaptive_patience_stops_when_the_pick_stays_the_same():
+    rule = AdaptiveN(min_samples=2, patience=2, delta=1e-9)  # the Normal rule alone would never stop
+    assert not rule.should_stop([0.0, 5.0], 5.0, 10, stable_waves=1)
+    assert rule.should_stop([0.0, 5.0], 5.0, 10, stable_waves=2)
+    with pytest.raises(ConfigError, match="patience"):
+        AdaptiveN(patience=0)
+    # inside best-of-N: a huge sigma floor silences the Normal rule; only agreement can stop
+    result, _ = run("trajectory_best_of_n", LongTrap, long_table, n=16,
+                    early_stop=AdaptiveN(wave=2, min_samples=2, patience=2, sigma_floor=100.0))
+    rollouts = result.info["rollouts"]
+    assert result.stop_reason == "early_stop:adaptive" and rollouts < 16 and rollouts % 2 == 0
+    # the pick was already the leader two waves before the stop: it comes from an earlier wave
+    assert result.info["picked"] < rollouts - 2 * 2

@@ -93,7 +93,7 @@ CONTROLLER_KWARGS = {
     "trajectory_best_of_n": st.fixed_dictionaries({"n": st.integers(1, 5), "early_stop": st.sampled_from(
         [None, "adaptive", {"name": "deepconf", "warmup": 2, "percentile": 50}])}),
     "step_best_of_n": st.fixed_dictionaries({"k": st.integers(1, 5), "early_stop": st.sampled_from(
-        [None, {"name": "adaptive", "wave": 2, "min_samples": 2}, {"name": "gate", "threshold": 0.6}])}),
+        [None, {"name": "adaptive", "wave": 2, "min_samples": 2, "patience": 1}, {"name": "gate", "threshold": 0.6}])}),
     "beam": st.fixed_dictionaries({"width": st.integers(1, 3), "expand": st.integers(1, 3), "early_stop": st.sampled_from(
         [None, "gate", {"name": "deepconf", "threshold": -1.0}])}),
     "best_first": st.fixed_dictionaries({"expand": st.integers(1, 3), "batch": st.integers(1, 3)}),
@@ -108,6 +108,8 @@ def scenarios(draw):
     name = draw(st.sampled_from(sorted(CONTROLLERS)))
     kwargs = draw(CONTROLLER_KWARGS[name])
     kwargs["seed"] = draw(st.integers(0, 3))
+    if name in ("step_best_of_n", "beam", "best_first", "mcts"):
+        kwargs["horizon"] = draw(st.none() | st.integers(1, 6))
     env = dict(world=draw(st.integers(0, 10_000)), branching=draw(st.integers(1, 3)),
                depth=draw(st.integers(1, 5)), slip=draw(st.sampled_from([0.0, 0.3])))
     limit = st.none() | st.integers(0, 120)

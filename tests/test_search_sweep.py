@@ -125,6 +125,10 @@ def test_bench_search_prints_the_results_object(pair_dir, tmp_path, capsys):
         assert {"controller", "scorer", "early_stop", "episodes", "success_rate", "stderr", "tokens"} <= set(r)
         assert r["episodes"] == 2 and 0 <= r["success_rate"] <= 1 and r["tokens"] <= 24
     assert cells["beam/progress_advantage"]["options"]["width"] == 2
+    # the step-by-step controllers pace their budget to the env's step limit (max_steps=3 here)
+    assert data["horizon"] == 3 and cells["beam/progress_advantage"]["options"]["horizon"] == 3
+    # equal compute: a scorer without a reference pass gets 1.5x the samples (k=3 -> 4.5 -> 4)
+    assert cells["step_best_of_n/policy_logprob"]["options"]["k"] == round(3 * 1.5)
     assert cells["step_best_of_n/progress_advantage/gate"]["early_stop"].startswith("gate(")
     assert any(c["claim"].startswith("step_best_of_n by PA beats greedy") for c in data["comparisons"])
     # resumable: a rerun reads the episodes back instead of running them again

@@ -8,7 +8,12 @@ from pathlib import Path
 import pytest
 
 from ttsearch.envs import ConfigError, EnvError
-from ttsearch.envs.whowhen import FailureLog, attribution_accuracy, attribution_correct, load_whowhen
+from ttsearch.envs.whowhen import (
+    FailureLog,
+    attribution_accuracy,
+    attribution_correct,
+    load_whowhen,
+)
 
 DATA = Path(__file__).parent / "data" / "whowhen"
 
