@@ -71,7 +71,7 @@ class MazeRecipeConfig:
     demo_mix: tuple[float, float, float] = (0.55, 0.3, 0.15)
     # RL
     beta: float = 0.1
-    rl_iterations: int = 80
+    rl_iterations: int = 380
     rl_layouts_per_iter: int = 12
     rl_rollouts: int = 16
     rl_horizon: int = 40
@@ -88,8 +88,8 @@ class MazeRecipeConfig:
     @classmethod
     def quick(cls, **overrides: Any) -> MazeRecipeConfig:
         """A shortened run (about a minute) that still shows the recipe learns."""
-        base = dict(hidden_size=48, num_layers=2, intermediate_size=128, sft_layouts=300,
-                    sft_epochs=2, rl_iterations=10, rl_layouts_per_iter=8, rl_rollouts=8, rl_inner_steps=2)
+        base = dict(sft_layouts=400, sft_epochs=3, rl_iterations=40, rl_layouts_per_iter=8,
+                    rl_rollouts=8, rl_inner_steps=4)
         return cls(**{**base, **overrides})
 
 
@@ -308,7 +308,11 @@ def _rl(config: MazeRecipeConfig, model, reference, tokenizer, layouts: list[tup
     """
     import torch
 
-    from ttsearch.agents.move_logprobs import chat_prompt_ids, next_token_and_stop_logprobs, next_token_logprobs
+    from ttsearch.agents.move_logprobs import (
+        chat_prompt_ids,
+        next_token_and_stop_logprobs,
+        next_token_logprobs,
+    )
 
     move_tokens = _move_tokens(tokenizer)
     stop_id = tokenizer.convert_tokens_to_ids(tokenizer.eos_token)

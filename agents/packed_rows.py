@@ -4,7 +4,7 @@
     rows, matches, last, fed = runner.open(prompts, feeds, extra=decode_slots)
     logits = runner.extend(rows, ids, valid, pos, branch)         # one decode step
     runner.insert_continuations(rows, prompts, conts)             # optional
-    evicted = runner.release(matches)                             # unlock, evict to the budget
+    runner.release(matches)                                       # unlock, evict to the budget
 
 A call has one row per distinct prompt. ``open`` looks up each prompt's longest cached prefix
 (locked until ``release``), copies those KV slices into a slot buffer, runs the uncached prompt
@@ -121,14 +121,13 @@ class PackedRunner:
             self.release(matches)
             raise
 
-    def release(self, matches: list[Match | None]) -> int:
-        """Unlock a call's matched paths and evict down to the budget; returns evictions."""
-        if self.cache is None:
-            return 0
-        for m in matches:
-            self.cache.release(m)
-        matches.clear()
-        return self.cache.evict()
+    def release(self, matches: list[Match | None]) -> None:
+        """Unlock a call's matched paths and evict down to the budget."""
+        if self.cache is not None:
+            for m in matches:
+                self.cache.release(m)
+            matches.clear()
+            self.cache.evict()
 
     def _load_and_run(self, prompts, matches, feeds, extra):
         # A whole prompt counts as cached only with its stored last logits; otherwise its last
@@ -171,8 +170,9 @@ class PackedRunner:
                 lo = tail - (len(p) - c)
                 ids[r][lo:], ok[r][lo:], at[r][lo:] = p[c:], [True] * (len(p) - c), range(c, len(p))
             ids, ok, at = self._tensors(ids, ok, at)
-            for layer in kv_cache.layers:
-                layer.keep = ~ok
+            if not bool(ok.all()):  # shorter tails: their leading columns hold cached tokens
+                for layer in kv_cache.layers:
+                    layer.keep = ~ok
             try:
                 last = self.extend(rows, ids, ok, at, torch.zeros_like(ids), keep=1, meta=False)[
                     :, -1
@@ -254,6 +254,7 @@ class PackedRunner:
 
             # clone: a view would keep the whole call's logits tensor alive in the tree
             added = cache.insert(p, kv_of, end=last[r].clone())
+            cache.evict()  # keeps the tree within budget + one node; this call's paths are locked
             if added < len(p) - c:
                 segments = cache.match(p, lock=False).segments
                 self._copy_path(rows.buf, r, lo, segments, c, len(p) - added)
@@ -278,6 +279,7 @@ class PackedRunner:
                         return rows.buf.select(2, r).index_select(KV_TOKEN_AXIS, index[a:b])
 
                     self.cache.insert(p + toks, kv_of)
+                    self.cache.evict()
 
     # -- helpers -------------------------------------------------------------------------
     def _workspace(self, shape: tuple[int, ...]) -> torch.Tensor:

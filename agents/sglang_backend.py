@@ -317,9 +317,8 @@ class SGLangBackend:
     def _scales_logprobs(self) -> bool:
         """Probe: does the server return temperature-scaled sample log-probs?"""
         prompt = [self._eos[0] if self._eos else 0] * 2
-        sample = self._send([prompt], {"max_new_tokens": 1, "temperature": 0.5}, logprob_start=[1])[
-            0
-        ]
+        probe = {"max_new_tokens": 1, "temperature": 0.5}
+        (sample,) = self._send([prompt], probe, logprob_start=-1)
         token = int(sample["output_ids"][0])
         scored = self._score([ScoreRequest(tuple(prompt), (token,))], count=False)[0].logprobs[0]
         return abs(float(sample["meta_info"]["output_token_logprobs"][0][0]) - scored) > 1e-4

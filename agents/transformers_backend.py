@@ -134,6 +134,7 @@ class TransformersBackend:
             RadixCache(budget_bytes=cache_bytes, token_axis=KV_TOKEN_AXIS) if cache_bytes else None
         )
         self.runner = PackedRunner(model, cache=cache, cache_generated=cache_generated)
+        self._evictions_seen = 0
 
     # -- protocol properties -------------------------------------------------------------
     @property
@@ -159,7 +160,7 @@ class TransformersBackend:
             self.runner.cache = RadixCache(
                 budget_bytes=self.cache.budget_bytes, token_axis=KV_TOKEN_AXIS
             )
-            self.stats.cache_bytes = 0
+            self.stats.cache_bytes, self._evictions_seen = 0, 0
 
     @staticmethod
     def _collect_eos(model: Any, tokenizer: Any) -> tuple[int, ...]:
@@ -184,12 +185,14 @@ class TransformersBackend:
             )
 
     def _release(self, matches: list) -> None:
-        self.stats.evictions += self.runner.release(matches)
+        self.runner.release(matches)
 
     def _finish_call(self, before: EngineStats) -> None:
         self.stats.calls += 1
         if self.cache is not None:
             self.stats.cache_bytes = self.cache.bytes
+            self.stats.evictions += self.cache.evictions - self._evictions_seen
+            self._evictions_seen = self.cache.evictions
         self.last_call = self.stats.minus(before)
 
     # -- sampling ------------------------------------------------------------------------

@@ -36,7 +36,7 @@ CONTROLLER_CONFIGS: dict[str, dict[str, Any]] = {
     "trajectory_best_of_n": {"n": 8},
     "beam": {"width": 3, "expand": 3},
     "best_first": {"expand": 4, "batch": 2},
-    "mcts": {"simulations": 4, "expand": 4, "batch": 2},
+    "mcts": {"simulations": 2, "expand": 4, "batch": 2},
 }
 EARLY_STOP_VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("step_best_of_n", {"name": "gate", "signal": "policy_prob", "threshold": 0.9}),
@@ -57,12 +57,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pair", default=None, help="pair folder (default: the shipped maze pair)")
     parser.add_argument("--episodes", type=int, default=200, help="held-out layouts per cell (default 200)")
     parser.add_argument("--split", default="test", help="task split (tune on 'train', report on 'test')")
+    parser.add_argument("--task-start", type=int, default=None,
+                        help="first layout seed to list tasks from (e.g. 20000: training layouts the pair never saw)")
     parser.add_argument("--budget", default="tokens=240", help="per-episode budget, e.g. tokens=240,env_steps=400")
     parser.add_argument("--max-new-tokens", type=int, default=2, help="sampling cap per turn (maze moves: 1 token + stop)")
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--scorers", default=",".join(SCORERS), help="comma-separated scorer names")
     parser.add_argument("--controllers", default=",".join(CONTROLLER_CONFIGS), help="comma-separated controllers")
     parser.add_argument("--no-early-stop", action="store_true", help="skip the early-stopping variants")
+    parser.add_argument("--early-stop", action="append", default=[], metavar="CONTROLLER=JSON",
+                        help='replace the default early-stopping variants, e.g. '
+                             'step_best_of_n=\'{"name": "gate", "threshold": 0.8}\' (repeatable)')
     parser.add_argument("--cells", default=None, help="run only these cell ids (comma-separated)")
     parser.add_argument("--option", action="append", default=[], metavar="CONTROLLER.KEY=VALUE",
                         help="override a controller option, e.g. beam.width=4 (repeatable)")
@@ -114,12 +119,13 @@ def make_scorer_for(name: str, pair: Any):
     return make_scorer(name, beta=pair.beta) if name == "progress_advantage" else make_scorer(name)
 
 
-def make_tasks(env: str, env_kwargs: dict[str, Any], *, split: str, episodes: int):
+def make_tasks(env: str, env_kwargs: dict[str, Any], *, split: str, episodes: int, start: int | None = None):
     from ttsearch.envs import list_tasks
 
     if episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {episodes}")
-    return list_tasks(env, split=split, limit=episodes, **env_kwargs)
+    extra = {} if start is None else {"start": start}  # a task lister option (maze: first layout seed)
+    return list_tasks(env, split=split, limit=episodes, **extra, **env_kwargs)
 
 
 # -- cells --------------------------------------------------------------------------------------
@@ -163,14 +169,26 @@ def build_cells(args: argparse.Namespace, horizon: int | None = None) -> list[di
                 options[key] = max(1, round(options.get(key, 1) * args.baseline_scale))
             cells.append({"id": f"{name}/{scorer}", "controller": name, "options": options, "scorer": scorer,
                           "early_stop": None, "early_stop_spec": None})
+    variants = EARLY_STOP_VARIANTS
+    if args.early_stop:
+        variants = []
+        for item in args.early_stop:
+            name, sep, text = item.partition("=")
+            spec = parse_value(text)
+            if not sep or not isinstance(spec, dict) or "name" not in spec:
+                raise ConfigError(f"--early-stop {item!r} must look like CONTROLLER={{\"name\": ..., options}}")
+            variants.append((name, spec))
     if not args.no_early_stop and "progress_advantage" in scorers:
-        for name, spec in EARLY_STOP_VARIANTS:
+        labels = [describe(make_early_stop(spec)) for _, spec in variants]
+        for (name, spec), label in zip(variants, labels):
             if name in controllers:
-                label = describe(make_early_stop(spec))
+                # one variant of a rule per controller keeps the short id; more get their label
+                short = sum(n == name and sp["name"] == spec["name"] for n, sp in variants) == 1
+                suffix = spec["name"] if short else label
                 options = {**CONTROLLER_CONFIGS.get(name, {}), **overrides.get(name, {})}
                 if horizon is not None and name in PACED:
                     options.setdefault("horizon", horizon)
-                cells.append({"id": f"{name}/progress_advantage/{spec['name']}", "controller": name,
+                cells.append({"id": f"{name}/progress_advantage/{suffix}", "controller": name,
                               "options": options, "scorer": "progress_advantage", "early_stop": label,
                               "early_stop_spec": spec})
     if args.cells:
@@ -302,7 +320,8 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     # Tasks are listed once here (cheap; no model needed) and shipped to the workers as dicts.
     manifest = PairManifest.read(args.pair or default_pair_dir("maze"))
-    tasks = make_tasks(manifest.env or "maze", dict(manifest.env_kwargs), split=args.split, episodes=args.episodes)
+    tasks = make_tasks(manifest.env or "maze", dict(manifest.env_kwargs), split=args.split, episodes=args.episodes,
+                       start=args.task_start)
     horizon = resolve_horizon(args.horizon, tasks)
     cells = build_cells(args, horizon)
     task_dicts = [{"env": t.env, "id": t.id, "seed": t.seed, "kwargs": dict(t.kwargs), "split": t.split} for t in tasks]
@@ -332,7 +351,8 @@ def main(args: argparse.Namespace) -> int:
                 report(cell, future.result())
     results = [summarize(cell, records[cell["id"]]) for cell in cells]
     claims, early = comparisons(records)
-    out = {"pair": str(args.pair or default_pair_dir("maze")), "split": args.split, "episodes": len(tasks),
+    out = {"pair": str(args.pair or default_pair_dir("maze")), "split": args.split, "task_start": args.task_start,
+           "episodes": len(tasks),
            "budget": budget.to_dict(), "horizon": horizon, "max_new_tokens": args.max_new_tokens, "temperature": args.temperature,
            "seed": args.seed, "results": results, "comparisons": claims, "early_stopping": early,
            "seconds": round(time.perf_counter() - started, 1)}

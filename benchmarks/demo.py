@@ -71,7 +71,13 @@ def main(args: argparse.Namespace) -> int:
     if args.episodes < 1 or args.k < 1:
         raise ConfigError("--episodes and --k must be >= 1")
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
     from rich.table import Table
 
     from ttsearch.agents import Agent, ModelPair, SamplingParams
@@ -121,5 +127,5 @@ def main(args: argparse.Namespace) -> int:
     for arm, s in summary.items():
         table.add_row(arm, str(s["episodes"]), f"{s['success_rate']:.3f}", f"{s['stderr']:.3f}",
                       f"{s['tokens']:.1f}", f"{s['steps']:.1f}")
-    Console().print(table)
+    Console(width=max(100, Console().width)).print(table)
     return 0

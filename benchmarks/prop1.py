@@ -35,16 +35,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+CLEAR_GAP = 0.02
+"""A state's best move is 'clear' when its A* beats the runner-up by this much (reward units)."""
+
+
 def _metrics(score: np.ndarray, advantage: np.ndarray, optimal_sets: list[set[int]]) -> dict[str, float]:
     from scipy.stats import pearsonr, spearmanr
 
     flat_s, flat_a = score.ravel(), advantage.ravel()
     picks = score.argmax(axis=1)
+    agree = picks == advantage.argmax(axis=1)
+    top2 = np.sort(advantage, axis=1)[:, -2:]
+    clear = (top2[:, 1] - top2[:, 0]) >= CLEAR_GAP
+    within = [spearmanr(s, a).statistic for s, a in zip(score, advantage) if np.ptp(s) > 0 and np.ptp(a) > 0]
     return {
         "spearman": float(spearmanr(flat_s, flat_a).statistic),
         "pearson": float(pearsonr(flat_s, flat_a).statistic),
-        "argmax_agreement": float(np.mean(picks == advantage.argmax(axis=1))),
+        "argmax_agreement": float(np.mean(agree)),
         "hard_optimal_agreement": float(np.mean([p in opt for p, opt in zip(picks, optimal_sets)])),
+        "argmax_agreement_clear_states": float(np.mean(agree[clear])) if clear.any() else float("nan"),
+        "clear_state_fraction": float(np.mean(clear)),
+        "within_state_spearman": float(np.nanmean(within)),
     }
 
 

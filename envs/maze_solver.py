@@ -94,15 +94,16 @@ def solve(layout: Layout, *, slip: float, gamma: float, tol: float = 1e-12, max_
     """Value iteration for the optimal Q*, V* (γ < 1 or a proper goal-reaching MDP)."""
     model = build_model(layout, slip=slip)
     v = np.zeros(len(model.states))
-    for iteration in range(1, max_iter + 1):
-        q = model.R + gamma * model.P @ v
-        new_v = q.max(axis=1)
-        if np.max(np.abs(new_v - v)) < tol:
-            v = new_v
-            break
+    iterations = 0
+    while iterations < max_iter:
+        iterations += 1
+        new_v = (model.R + gamma * model.P @ v).max(axis=1)
+        converged = np.max(np.abs(new_v - v)) < tol
         v = new_v
+        if converged:
+            break
     q = model.R + gamma * model.P @ v
-    return MazeSolution(model.states, model.index, q, v, iteration)
+    return MazeSolution(model.states, model.index, q, v, iterations)
 
 
 def soft_solve(layout: Layout, *, slip: float, gamma: float, beta: float, reference: np.ndarray,
@@ -121,17 +122,19 @@ def soft_solve(layout: Layout, *, slip: float, gamma: float, beta: float, refere
     with np.errstate(divide="ignore"):
         log_ref = np.log(np.concatenate([reference, noop_mass[:, None]], axis=1))
     v = np.zeros(n)
-    for iteration in range(1, max_iter + 1):
+    iterations = 0
+    while iterations < max_iter:
+        iterations += 1
         q_all = np.concatenate([model.R + gamma * model.P @ v, (gamma * v)[:, None]], axis=1)
         new_v = beta * _logsumexp(log_ref + q_all / beta)
-        if np.max(np.abs(new_v - v)) < tol:
-            v = new_v
-            break
+        converged = np.max(np.abs(new_v - v)) < tol
         v = new_v
+        if converged:
+            break
     q = model.R + gamma * model.P @ v
     advantage = q - v[:, None]
     policy = np.exp(log_ref[:, :4] + advantage / beta)
-    return SoftSolution(model.states, model.index, beta, q, v, advantage, gamma * v, policy, iteration)
+    return SoftSolution(model.states, model.index, beta, q, v, advantage, gamma * v, policy, iterations)
 
 
 def _logsumexp(x: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ import math
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from ttsearch.envs.errors import ConfigError
 from ttsearch.scorers.aggregation import (
     STEP_AGGREGATIONS,

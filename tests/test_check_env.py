@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+
 from ttsearch.benchmarks import cli
 from ttsearch.envs import REGISTRY, Env, EnvError, Observation, StepResult, check_env, make
 from ttsearch.envs.registry import EnvEntry

@@ -6,6 +6,7 @@ import threading
 
 import gymnasium as gym
 import pytest
+
 from ttsearch.envs import EnvError, GymTextEnv, check_env
 
 

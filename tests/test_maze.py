@@ -9,7 +9,14 @@ import pytest
 
 from ttsearch.envs import EnvError, make
 from ttsearch.envs.check_env import check_env
-from ttsearch.envs.maze import ACTIONS, Layout, SlipperyMaze, generate_layout, maze_tasks, transitions
+from ttsearch.envs.maze import (
+    ACTIONS,
+    Layout,
+    SlipperyMaze,
+    generate_layout,
+    maze_tasks,
+    transitions,
+)
 from ttsearch.envs.maze_solver import build_model, soft_solve, solve
 
 TINY = Layout(grid=("..G", ".O.", "..."), start=(2, 0))  # 6 open cells: 4**6 = 4096 policies

@@ -7,7 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from ttsearch.agents.maze_recipe import PAIR_CONFIG_FILE, MazeRecipeConfig, demonstrator, train_maze_pair
+from ttsearch.agents.maze_recipe import (
+    PAIR_CONFIG_FILE,
+    MazeRecipeConfig,
+    demonstrator,
+    train_maze_pair,
+)
 from ttsearch.benchmarks.cli import main as cli_main
 from ttsearch.envs import ConfigError
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from ttsearch.agents.parsing import ActionParser, PlainActionParser, parse_candidate
 from ttsearch.envs.errors import ParseError
 

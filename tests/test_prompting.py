@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+
 from ttsearch.agents.prompting import PromptConfig, PromptRenderer
 from ttsearch.agents.tiny_model import train_tokenizer
 from ttsearch.envs.base import Observation, Step, StepResult, Task, Trajectory

@@ -324,3 +324,45 @@ def test_rows_sharing_new_tokens_in_one_call_read_the_stored_bits(model):
         _close(res.logprobs, p, (9, 10, 11), model)
         for s in group:
             _close(s.logprobs, p, s.token_ids, model)
+
+
+def test_naive_generate_baseline_draws_the_same_samples(model):
+    """The benchmark's model.generate baseline must be the same search, only without reuse."""
+    from ttsearch.benchmarks.naive_generate import NaiveGenerateBackend
+
+    engine, naive = TransformersBackend(model), NaiveGenerateBackend(model)
+    prompts = [tuple(range(40, 60)), tuple(range(40, 52))]
+    params = SamplingParams(max_new_tokens=5, seed=2, stop_token_ids=tuple(range(0, 256, 5)))
+    got, want = (
+        engine.sample(prompts, n=3, params=params),
+        naive.sample(prompts, n=3, params=params),
+    )
+    for g_group, w_group in zip(got, want, strict=True):
+        for g, w in zip(g_group, w_group, strict=True):
+            assert g.token_ids == w.token_ids and g.finish_reason == w.finish_reason
+            assert torch.allclose(torch.tensor(g.logprobs), torch.tensor(w.logprobs), atol=ATOL)
+    reqs = [ScoreRequest(p, s.token_ids) for p, g in zip(prompts, got, strict=True) for s in g]
+    for a, b in zip(engine.score(reqs), naive.score(reqs), strict=True):
+        assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=ATOL)
+
+
+def test_beam_search_is_the_same_with_and_without_the_cache():
+    """One short beam episode per env, three engines (cached, uncached, naive generate)."""
+    from dataclasses import replace
+
+    from ttsearch.benchmarks import bench_prefix_cache as bench
+
+    tok = bench._tokenizer()
+    policy = make_model(
+        tok, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, seed=1
+    )
+    reference = make_model(
+        tok, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, seed=2
+    )
+    cfg = replace(bench.QUICK, maze_steps=2, long_steps=2, budget_mb=0.05)  # evictions happen
+    beam, memory = bench.beam_part(tok, policy, reference, cfg, generate=True, quiet=True)
+    assert beam["same_results"]
+    episodes = beam["episodes"]["long_context"]
+    assert episodes["cached"]["computed_tokens"] < episodes["uncached"]["computed_tokens"]
+    assert episodes["cached"]["policy_stats"]["evictions"] > 0
+    assert memory["tree_bytes_after_calls_max"] <= memory["budget_bytes_per_engine"]

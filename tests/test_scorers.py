@@ -10,6 +10,7 @@ import sys
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from ttsearch.agents.base import Candidate
 from ttsearch.envs.base import Observation, Step, StepResult
 from ttsearch.envs.errors import BackendError, ConfigError

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from ttsearch.agents.base import SamplingParams, ScoreRequest
 from ttsearch.agents.tiny_model import make_model, save_pair_folder, train_tokenizer
 from ttsearch.agents.transformers_backend import TransformersBackend

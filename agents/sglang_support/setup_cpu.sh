@@ -8,7 +8,9 @@
 #  1. sglang==0.5.23 with --no-deps: its METADATA pins torch==2.14.1 (+CUDA wheels, flashinfer,
 #     sglang-kernel...) which would replace our CPU torch. We keep torch/transformers/tokenizers/
 #     numpy exactly as installed (a pip constraint built from the venv itself).
-#  2. requirements-cpu.txt: the modules the CPU server path imports, pinned.
+#  2. requirements-cpu.txt: the modules the CPU server path imports, pinned: SGLang-specific ones
+#     ([enforce]) at exactly their pin, general libraries ([if-missing]) at their pin only when
+#     absent, so this never moves a version another part of the project installed.
 #  3. sgl_kernel_cpu/: our pure-torch stand-in for the `sgl_kernel` module (the AMX-only C++
 #     kernels of the real wheel), put on the venv's path with a .pth file. Skipped when a real
 #     sgl_kernel is importable (GPU installs).
@@ -24,6 +26,21 @@ PY="${PYTHON:-$ROOT/.venv/bin/python}"
 SGLANG_VERSION="0.5.23"
 STATE="$ROOT/.sglang-cpu"
 mkdir -p "$STATE"
+
+# pip, failing loudly; its notes that sglang's own pins (torch==2.14.1, ...) are unmet are the
+# point of this script, so only those (and index-location noise) are hidden.
+pip_install() {
+  local log
+  log="$(mktemp)"
+  if ! "$PY" -m pip install --quiet --disable-pip-version-check "$@" > "$log" 2>&1; then
+    cat "$log" >&2
+    rm -f "$log"
+    echo "setup_cpu.sh: pip install $* failed" >&2
+    exit 1
+  fi
+  grep -v -E "^sglang $SGLANG_VERSION requires|dependency resolver does not currently|^WARNING: Location" "$log" || true
+  rm -f "$log"
+}
 
 [ -x "$PY" ] || { echo "setup_cpu.sh: no python at $PY; create the venv first or set PYTHON=" >&2; exit 2; }
 
@@ -42,12 +59,31 @@ STAMP_WANT="$(cat "$HERE/setup_cpu.sh" "$HERE/requirements-cpu.txt" "$STATE/cons
 if [ "$(cat "$STATE/stamp" 2>/dev/null || true)" != "$STAMP_WANT" ] \
    || ! "$PY" -c "import importlib.metadata as m, sys; sys.exit(m.version('sglang') != '$SGLANG_VERSION')" 2>/dev/null; then
   echo "== sglang==$SGLANG_VERSION (--no-deps)"
-  "$PY" -m pip install --quiet --disable-pip-version-check --no-deps "sglang==$SGLANG_VERSION"
+  pip_install --no-deps "sglang==$SGLANG_VERSION"
   echo "== CPU runtime requirements (torch etc. held at: $(tr '\n' ' ' < "$STATE/constraints.txt"))"
-  # pip warns that sglang's own pins (torch==2.14.1, ...) are unmet: that is the point; hide only that.
-  "$PY" -m pip install --quiet --disable-pip-version-check \
-      -c "$STATE/constraints.txt" -r "$HERE/requirements-cpu.txt" 2>&1 \
-    | grep -v -E "^sglang $SGLANG_VERSION requires|dependency resolver does not currently|^WARNING: Location" || true
+  # [enforce] lines always; [if-missing] lines only for distributions not installed yet.
+  "$PY" - "$HERE/requirements-cpu.txt" > "$STATE/requirements.txt" <<'PYEOF'
+import importlib.metadata as md
+import re
+import sys
+
+section = None
+for line in open(sys.argv[1]):
+    line = line.strip()
+    if line.startswith("# ["):
+        section = line[3:].split("]")[0]
+    if not line or line.startswith("#"):
+        continue
+    name = re.split(r"[=<>!~ ;]", line, maxsplit=1)[0]
+    if section == "if-missing":
+        try:
+            md.version(name)
+            continue
+        except md.PackageNotFoundError:
+            pass
+    print(line)
+PYEOF
+  pip_install -c "$STATE/constraints.txt" -r "$STATE/requirements.txt"
 else
   echo "== sglang $SGLANG_VERSION CPU runtime already installed (stamp matches)"
 fi
@@ -68,7 +104,10 @@ import importlib, warnings
 warnings.filterwarnings("ignore")
 for module in (
     "sgl_kernel",
+    "sglang.launch_server",
     "sglang.srt.entrypoints.http_server",
+    "sglang.srt.managers.tokenizer_manager",
+    "sglang.srt.managers.detokenizer_manager",
     "sglang.srt.managers.scheduler",
     "sglang.srt.models.qwen2",
     "sglang.srt.models.llama",
