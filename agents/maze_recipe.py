@@ -87,8 +87,8 @@ class MazeRecipeConfig:
 
     @classmethod
     def quick(cls, **overrides: Any) -> MazeRecipeConfig:
-        """A shortened run (about a minute) that still shows the recipe learns."""
-        base = dict(sft_layouts=400, sft_epochs=3, rl_iterations=40, rl_layouts_per_iter=8,
+        """A shortened run (a few minutes) that still shows both stages learn (CI runs it)."""
+        base = dict(sft_layouts=800, sft_epochs=3, rl_iterations=20, rl_layouts_per_iter=8,
                     rl_rollouts=8, rl_inner_steps=4)
         return cls(**{**base, **overrides})
 

@@ -254,7 +254,6 @@ class PackedRunner:
 
             # clone: a view would keep the whole call's logits tensor alive in the tree
             added = cache.insert(p, kv_of, end=last[r].clone())
-            cache.evict()  # keeps the tree within budget + one node; this call's paths are locked
             if added < len(p) - c:
                 segments = cache.match(p, lock=False).segments
                 self._copy_path(rows.buf, r, lo, segments, c, len(p) - added)
@@ -269,17 +268,21 @@ class PackedRunner:
         if self.cache is None or not self.cache_generated:
             return
         for r, p in enumerate(prompts):
+            n = len(p)
+            lo = rows.width - n
             for toks, slots in conts[r]:
                 if toks:
-                    index = torch.tensor(
-                        [*range(rows.width - len(p), rows.width), *slots], device=self.device
-                    )
 
-                    def kv_of(a: int, b: int, r=r, index=index) -> torch.Tensor:
-                        return rows.buf.select(2, r).index_select(KV_TOKEN_AXIS, index[a:b])
+                    def kv_of(a: int, b: int, r=r, lo=lo, n=n, slots=slots) -> torch.Tensor:
+                        # prompt tokens sit at lo + i, continuation token t at slots[t]
+                        index = [
+                            *range(lo + a, lo + min(b, n)),
+                            *slots[max(a - n, 0) : max(b - n, 0)],
+                        ]
+                        index = torch.tensor(index, device=self.device)
+                        return rows.buf.select(2, r).index_select(KV_TOKEN_AXIS, index)
 
                     self.cache.insert(p + toks, kv_of)
-                    self.cache.evict()
 
     # -- helpers -------------------------------------------------------------------------
     def _workspace(self, shape: tuple[int, ...]) -> torch.Tensor:

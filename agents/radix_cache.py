@@ -13,8 +13,10 @@ so a cached prefix is the concatenation of the payloads on its root-to-node path
 shares storage with another (a split copies both halves), so ``nbytes`` is what is really held.
 
 Eviction removes least-recently-used *leaves* whose lock count is zero, repeatedly (a parent whose
-last child went becomes a leaf), until the bytes held are within ``budget_bytes``. ``match``
-locks the matched path until ``release``, so nodes a call is using are never evicted under it.
+last child went becomes a leaf), until the bytes held are within ``budget_bytes``; ``insert``
+makes room that way before it adds bytes, so the tree exceeds its budget only while locked
+nodes leave nothing to evict. ``match`` locks the matched path until ``release``, so nodes a
+call is using are never evicted under it.
 """
 
 from __future__ import annotations
@@ -33,9 +35,8 @@ class _Node:
     def __init__(self, tokens: tuple[int, ...], kv: Any, parent: _Node | None):
         self.tokens = tokens
         self.kv = kv
-        self.end: Any = (
-            None  # optional payload about the node's last token (the engine: its logits)
-        )
+        # optional payload about the node's last token (the engine keeps its logits there)
+        self.end: Any = None
         self.parent = parent
         self.children: dict[int, _Node] = {}
         self.lock = 0
@@ -133,8 +134,9 @@ class RadixCache:
         """Store ``tokens``; ``kv_of(start, stop)`` gives the payload of the not-yet-cached span.
 
         Splits a node when ``tokens`` leave it (or end) part-way. ``end``, when given, is kept
-        with the node that ends at the last token (replacing an older one). Returns the number
-        of tokens added.
+        with the node that ends at the last token (replacing an older one). Room is made first
+        by evicting LRU leaves off the insertion path; what cannot fit in the budget at all is
+        not stored. Returns the number of tokens added.
         """
         tokens = tuple(tokens)
         self._clock += 1
@@ -145,6 +147,8 @@ class RadixCache:
                 kv = kv_of(pos, len(tokens))
                 if kv.shape[self.token_axis] != len(tokens) - pos:
                     raise ValueError("kv_of returned a payload of the wrong length")
+                if not self._make_room(node, _nbytes(kv) + _nbytes(end)):
+                    return 0
                 child = _Node(tokens[pos:], kv, node)
                 node.children[tokens[pos]] = child
                 self._grow(child.nbytes)
@@ -156,11 +160,23 @@ class RadixCache:
             child.last_use = self._clock
             node, pos = child, pos + used
         if end is not None and node is not self.root:
-            old = _nbytes(node.end)
-            node.end = end
-            node.nbytes += _nbytes(end) - old
-            self._grow(_nbytes(end) - old)
+            delta = _nbytes(end) - _nbytes(node.end)
+            if self._make_room(node, delta):
+                node.end = end
+                node.nbytes += delta
+                self._grow(delta)
         return added
+
+    def _make_room(self, anchor: _Node, size: int) -> bool:
+        """Evict (never ``anchor`` or its ancestors) until ``size`` more bytes fit; False if
+        they never can."""
+        if size > self.budget_bytes:
+            return False
+        if self.bytes + size > self.budget_bytes:
+            self._add_lock(anchor, 1)
+            self.evict(self.budget_bytes - size)
+            self._add_lock(anchor, -1)
+        return True
 
     def _split(self, node: _Node, at: int) -> _Node:
         """Cut ``node`` after ``at`` tokens; returns the new upper part (same locks)."""

@@ -141,6 +141,9 @@ class SGLangBackend:
             raise BackendError(problem)
         device = resolve_device(engine_args.pop("device", "auto"))
         # The engine's scheduler runs in spawned subprocesses: they read os.environ at start.
+        # PYTHONPATH (the torchvision stand-in) is restored once they run, so this process's
+        # later subprocesses do not see it; the SGLANG_* switches stay for sglang itself.
+        saved_pythonpath = os.environ.get("PYTHONPATH")
         os.environ.update(runtime_env(device))
         if device == "cpu" and needs_torchvision_shim():
             # transformers caches "is torchvision available?" on first use: settle it (False)
@@ -154,7 +157,13 @@ class SGLangBackend:
         args = {**defaults, "random_seed": 0, "device": device, **engine_args}
         import sglang
 
-        engine = sglang.Engine(model_path=str(model_path), **args)
+        try:
+            engine = sglang.Engine(model_path=str(model_path), **args)
+        finally:
+            if saved_pythonpath is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = saved_pythonpath
         return cls(
             model_path,
             name=name,

@@ -65,6 +65,19 @@ def check_model_folder(path: str | Path) -> Path:
     return path
 
 
+def _as_ids(seqs: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
+    """Token sequences as tuples of Python ints; a sequence object repeated in a batch (one
+    prefix shared by K requests) is converted once."""
+    seen: dict[int, tuple[int, ...]] = {}
+    out = []
+    for seq in seqs:
+        ids = seen.get(id(seq))
+        if ids is None:
+            ids = seen[id(seq)] = tuple(map(int, seq))
+        out.append(ids)
+    return out
+
+
 class TransformersBackend:
     """A causal LM served in-process (CPU or GPU) with a radix prefix cache. See the module docstring."""
 
@@ -201,7 +214,7 @@ class TransformersBackend:
     ) -> list[list[Sample]]:
         if n < 1:
             raise BackendError(f"n must be >= 1, got {n}")
-        prompts = [tuple(int(t) for t in p) for p in prompts]
+        prompts = _as_ids(prompts)
         if not prompts:
             return []
         if any(not p for p in prompts):
@@ -351,8 +364,8 @@ class TransformersBackend:
         return results  # type: ignore[return-value]
 
     def _score(self, reqs: list[ScoreRequest], slots: list[int], results: list) -> None:
-        prefixes = [tuple(int(t) for t in r.prefix_ids) for r in reqs]
-        conts = [tuple(int(t) for t in r.continuation_ids) for r in reqs]
+        prefixes = _as_ids([r.prefix_ids for r in reqs])
+        conts = _as_ids([r.continuation_ids for r in reqs])
         unique = list(dict.fromkeys(prefixes))
         where = {p: i for i, p in enumerate(unique)}
         # Each distinct (prefix, continuation) is one branch of its prefix's row; its tokens but

@@ -80,7 +80,7 @@ def main(args: argparse.Namespace) -> int:
     )
     from rich.table import Table
 
-    from ttsearch.agents import Agent, ModelPair, SamplingParams
+    from ttsearch.agents import Agent, ModelPair, PlainActionParser, SamplingParams
     from ttsearch.agents.pairs import default_pair_dir
     from ttsearch.envs import list_tasks
     from ttsearch.scorers import make_scorer
@@ -91,7 +91,9 @@ def main(args: argparse.Namespace) -> int:
     env_kwargs = dict(pair.manifest.env_kwargs) if pair.manifest else {}
     env_kwargs.pop("gamma", None)  # a solver setting, not needed to play
     tasks = list_tasks("maze", split="test", limit=args.episodes, episode_seed=args.seed, **env_kwargs)
-    agent = Agent(pair, sampling=SamplingParams(max_new_tokens=4, temperature=1.0))
+    # The maze lists its moves: any other text is a parse error, never preferred by search.
+    agent = Agent(pair, sampling=SamplingParams(max_new_tokens=4, temperature=1.0),
+                  parser=PlainActionParser(match_admissible=True))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.jsonl"

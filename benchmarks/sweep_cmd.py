@@ -33,6 +33,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pair", default=None, help="pair folder (default: the shipped maze pair)")
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--split", default="test")
+    parser.add_argument("--task-start", type=int, default=None, help="first layout seed to list tasks from")
     parser.add_argument("--max-new-tokens", type=int, default=2)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
@@ -75,7 +76,7 @@ def main(args: argparse.Namespace) -> int:
     agent, pair, env, env_kwargs = load_agent(args.pair, max_new_tokens=args.max_new_tokens,
                                               temperature=args.temperature)
     scorer = make_scorer_for(args.scorer, pair)
-    tasks = make_tasks(env, env_kwargs, split=args.split, episodes=args.episodes)
+    tasks = make_tasks(env, env_kwargs, split=args.split, episodes=args.episodes, start=args.task_start)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     points_path = out / "points.jsonl"

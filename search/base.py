@@ -42,7 +42,10 @@ from ttsearch.search.early_stopping import (
 )
 from ttsearch.search.tree import SearchTree
 
-__all__ = ["Budget", "Usage", "SearchResult", "Controller", "SearchContext"]
+__all__ = ["Budget", "Usage", "SearchResult", "Controller", "SearchContext", "UNPARSEABLE_PENALTY"]
+
+UNPARSEABLE_PENALTY = 1000.0
+"""Subtracted from the step score of a candidate that failed to parse (see ``SearchContext.score``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,11 +156,17 @@ class SearchContext:
         return out
 
     def score(self, candidate: Candidate | Step) -> float | None:
+        """The step score controllers rank by. A candidate whose text did not parse into an
+        action is demoted by :data:`UNPARSEABLE_PENALTY`: it is executed only when no parseable
+        candidate exists (an empty or garbled span has no meaningful log-ratio: PA scores an
+        empty span 0, which would otherwise beat every real action with negative advantage)."""
         if not self.score_steps:
             return None
         value = float(self.scorer.score_step(candidate))
         if math.isnan(value):
             raise ConfigError(f"scorer {self.scorer.name!r} returned NaN for a step; check its inputs")
+        if getattr(candidate, "parse_error", None) is not None:
+            value -= UNPARSEABLE_PENALTY
         return value
 
     # -- tree and env ---------------------------------------------------------------------------
