@@ -162,22 +162,22 @@ def run_episode(
     from ttsearch.search import Beam, Budget
 
     beam = Beam(width=cfg.width, expand=cfg.expand, seed=cfg.seed, max_steps=steps)
-    clock = ForwardClock(models)
+    forwards = ForwardClock(models)
     start = clock()
     try:
         result = beam.run(task, env_factory, agent, make_scorer("progress_advantage"), Budget())
     finally:
-        clock.close()
+        forwards.close()
     wall, cpu = since(start)
     traj = result.trajectory
     return {
         "wall_s": wall,
         "cpu_s": cpu,
-        "forward_s": clock.seconds,
-        "forwards": clock.calls,
-        "overhead_frac": 1.0 - clock.seconds / wall,
-        "forward_cpu_s": clock.cpu_seconds,
-        "overhead_frac_cpu": 1.0 - clock.cpu_seconds / cpu,
+        "forward_s": forwards.seconds,
+        "forwards": forwards.calls,
+        "overhead_frac": 1.0 - forwards.seconds / wall,
+        "forward_cpu_s": forwards.cpu_seconds,
+        "overhead_frac_cpu": 1.0 - forwards.cpu_seconds / cpu,
         "stop_reason": result.stop_reason,
         "actions": list(traj.actions),
         "generated": [list(s.generated_token_ids) for s in traj.steps],

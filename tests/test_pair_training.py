@@ -36,34 +36,35 @@ def test_quick_recipe_writes_loadable_pair(quick_pair):
 
 
 def test_reference_imitates_the_demonstrator_and_rl_moves_toward_the_soft_optimum(quick_pair):
-    """SFT: π_ref is closer to the noisy expert than a uniform policy is. RL: on training
-    layouts, β·log π_θ/π_ref correlates with the exact soft advantage A* (zero before RL)."""
-    from ttsearch.benchmarks.prop1 import measure
-    from ttsearch.envs.maze import generate_layout, maze_tasks
+    """SFT: π_ref's favourite move is the noisy expert's favourite far above chance (1/4).
+    RL: on training layouts, β·log π_θ/π_ref rank-correlates with the exact soft advantage A*
+    (the correlation is undefined — zero signal — before RL, when π_θ = π_ref)."""
+    import itertools
 
-    out, report = quick_pair
-    config = MazeRecipeConfig.quick()
-    result = measure(out, layouts=8, split="train")
-    assert result["pa"]["spearman"] > 0.2, result
-
-    # Cross-entropy of the demonstrator against π_ref vs against a uniform policy over moves.
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ttsearch.agents.maze_recipe import SYSTEM_PROMPT, _move_tokens
     from ttsearch.agents.move_logprobs import chat_prompt_ids, next_token_logprobs
-    from ttsearch.envs.maze import describe
+    from ttsearch.benchmarks.prop1 import measure
+    from ttsearch.envs.maze import describe, generate_layout, maze_tasks
+
+    out, _ = quick_pair
+    config = MazeRecipeConfig.quick()
+    result = measure(out, layouts=8, split="train")
+    assert result["pa"]["spearman"] > 0.3, result["pa"]
 
     tokenizer = AutoTokenizer.from_pretrained(out / "reference")
     reference = AutoModelForCausalLM.from_pretrained(out / "reference").eval()
-    task = next(maze_tasks(split="train", start=10))
-    layout = generate_layout(task.kwargs["layout_seed"])
-    expert = demonstrator(layout, slip=config.slip, gamma=config.gamma, mix=config.demo_mix)
-    prompts = [chat_prompt_ids(tokenizer, SYSTEM_PROMPT, describe(layout, c)) for c in layout.free_cells]
-    with torch.no_grad():
-        logp = next_token_logprobs(reference, prompts, _move_tokens(tokenizer), pad_id=tokenizer.pad_token_id)
-    cross_entropy = float(-(torch.tensor(expert) * logp).sum(dim=1).mean())
-    assert cross_entropy < np.log(4), cross_entropy
+    agreement = []
+    for task in itertools.islice(maze_tasks(split="train", start=10), 5):
+        layout = generate_layout(task.kwargs["layout_seed"])
+        expert = demonstrator(layout, slip=config.slip, gamma=config.gamma, mix=config.demo_mix)
+        prompts = [chat_prompt_ids(tokenizer, SYSTEM_PROMPT, describe(layout, c)) for c in layout.free_cells]
+        with torch.no_grad():
+            logp = next_token_logprobs(reference, prompts, _move_tokens(tokenizer), pad_id=tokenizer.pad_token_id)
+        agreement.extend(logp.argmax(dim=1).numpy() == expert.argmax(axis=1))
+    assert np.mean(agreement) > 0.4, np.mean(agreement)
 
 
 def test_pair_train_cli_rejects_bad_input(capsys):
