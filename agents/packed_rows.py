@@ -22,6 +22,7 @@ tokens another row of the same call stored first is reloaded from the tree for t
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,8 +93,6 @@ class PackedRunner:
             getattr(text, "num_key_value_heads", None) or heads,
             getattr(text, "head_dim", None) or text.hidden_size // heads,
         )
-        import inspect
-
         # transformers >= 5.x renamed past_key_values -> cache; accept both.
         self._cache_kw = (
             "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"

@@ -79,7 +79,13 @@ def _as_ids(seqs: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
 
 
 class TransformersBackend:
-    """A causal LM served in-process (CPU or GPU) with a radix prefix cache. See the module docstring."""
+    """A causal LM served in-process (CPU or GPU) with a radix prefix cache.
+
+    ``cache_bytes``: the tree's budget (keys, values and stored logits); 0 disables the cache.
+    ``cache_generated``: also keep the KV of continuation tokens that were fed (sampled tokens
+    but the last, scored candidates but the last), so a next prompt that extends one of them
+    reuses it. See the module docstring.
+    """
 
     def __init__(
         self,

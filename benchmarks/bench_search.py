@@ -78,6 +78,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--horizon", default="auto",
                         help="step limit the step-by-step controllers pace their budget to: auto (the env's "
                              "max_steps), none, or a number")
+    parser.add_argument("--scorer-option", action="append", default=[], metavar="SCORER.KEY=VALUE",
+                        help="scorer option, e.g. progress_advantage.step_agg=sum (repeatable)")
     parser.add_argument("--seed", type=int, default=0, help="controller seed")
     parser.add_argument("--workers", type=int, default=1, help="parallel worker processes (one cell each)")
     parser.add_argument("--out", default=None, help="folder for per-episode records (resumable)")
@@ -93,14 +95,15 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def parse_options(items: list[str]) -> dict[str, dict[str, Any]]:
+def parse_options(items: list[str], *, flag: str = "--option", owner: str = "CONTROLLER",
+                  example: str = "beam.width=4") -> dict[str, dict[str, Any]]:
     """``["beam.width=4", ...]`` -> ``{"beam": {"width": 4}}``."""
     out: dict[str, dict[str, Any]] = {}
     for item in items:
         key, sep, value = item.partition("=")
         controller, dot, option = key.partition(".")
         if not sep or not dot:
-            raise ConfigError(f"--option {item!r} must look like CONTROLLER.KEY=VALUE, e.g. beam.width=4")
+            raise ConfigError(f"{flag} {item!r} must look like {owner}.KEY=VALUE, e.g. {example}")
         out.setdefault(controller, {})[option] = parse_value(value)
     return out
 
@@ -115,10 +118,13 @@ def load_agent(pair_dir: str | Path | None, *, max_new_tokens: int, temperature:
     return agent, pair, pair.manifest.env or "maze", dict(pair.manifest.env_kwargs)
 
 
-def make_scorer_for(name: str, pair: Any):
+def make_scorer_for(name: str, pair: Any, options: dict[str, Any] | None = None):
     from ttsearch.scorers import make_scorer
 
-    return make_scorer(name, beta=pair.beta) if name == "progress_advantage" else make_scorer(name)
+    options = dict(options or {})
+    if name == "progress_advantage":
+        options.setdefault("beta", pair.beta)
+    return make_scorer(name, **options)
 
 
 def make_tasks(env: str, env_kwargs: dict[str, Any], *, split: str, episodes: int, start: int | None = None):
@@ -213,7 +219,7 @@ def _init_worker(pair: str | None, max_new_tokens: int, temperature: float) -> N
 
 
 def run_cell(cell: dict[str, Any], task_dicts: list[dict[str, Any]], budget_text: str, seed: int,
-             out: str | None) -> list[dict[str, Any]]:
+             out: str | None, scorer_options: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Run one cell on every task (skipping those already in ``out``); return per-episode records."""
     from ttsearch.envs.base import Task
     from ttsearch.search import Budget, make_controller
@@ -229,7 +235,8 @@ def run_cell(cell: dict[str, Any], task_dicts: list[dict[str, Any]], budget_text
     if cell["early_stop_spec"] is not None:
         kwargs["early_stop"] = cell["early_stop_spec"]
     controller = make_controller(cell["controller"], **kwargs)
-    scorer = make_scorer_for("progress_advantage" if cell["scorer"] == "none" else cell["scorer"], pair)
+    name = "progress_advantage" if cell["scorer"] == "none" else cell["scorer"]
+    scorer = make_scorer_for(name, pair, (scorer_options or {}).get(name))
     budget = Budget.parse(budget_text)
     records = []
     for data in task_dicts:
@@ -325,6 +332,8 @@ def main(args: argparse.Namespace) -> int:
     tasks = make_tasks(manifest.env or "maze", dict(manifest.env_kwargs), split=args.split, episodes=args.episodes,
                        start=args.task_start)
     horizon = resolve_horizon(args.horizon, tasks)
+    scorer_options = parse_options(args.scorer_option, flag="--scorer-option", owner="SCORER",
+                                   example="progress_advantage.step_agg=sum")
     cells = build_cells(args, horizon)
     task_dicts = [{"env": t.env, "id": t.id, "seed": t.seed, "kwargs": dict(t.kwargs), "split": t.split} for t in tasks]
     started = time.perf_counter()
@@ -339,7 +348,7 @@ def main(args: argparse.Namespace) -> int:
     if args.workers == 1:
         _init_worker(args.pair, args.max_new_tokens, args.temperature)
         for cell in cells:
-            report(cell, run_cell(cell, task_dicts, args.budget, args.seed, args.out))
+            report(cell, run_cell(cell, task_dicts, args.budget, args.seed, args.out, scorer_options))
     else:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
@@ -347,7 +356,7 @@ def main(args: argparse.Namespace) -> int:
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(args.workers, mp_context=ctx, initializer=_init_worker,
                                  initargs=(args.pair, args.max_new_tokens, args.temperature)) as pool:
-            futures = {pool.submit(run_cell, cell, task_dicts, args.budget, args.seed, args.out): cell
+            futures = {pool.submit(run_cell, cell, task_dicts, args.budget, args.seed, args.out, scorer_options): cell
                        for cell in cells}
             for future, cell in futures.items():
                 report(cell, future.result())
@@ -356,7 +365,8 @@ def main(args: argparse.Namespace) -> int:
     out = {"pair": str(args.pair or default_pair_dir("maze")), "split": args.split, "task_start": args.task_start,
            "episodes": len(tasks),
            "budget": budget.to_dict(), "horizon": horizon, "max_new_tokens": args.max_new_tokens, "temperature": args.temperature,
-           "seed": args.seed, "results": results, "comparisons": claims, "early_stopping": early,
+           "seed": args.seed, "scorer_options": scorer_options, "baseline_scale": args.baseline_scale,
+           "results": results, "comparisons": claims, "early_stopping": early,
            "seconds": round(time.perf_counter() - started, 1)}
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
