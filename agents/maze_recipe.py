@@ -170,10 +170,10 @@ def _soft_rollout_values(P_next: np.ndarray, logp_pol: np.ndarray, logp_ref: np.
 
 
 def _outcome_matrix(layout: Layout, slip: float) -> np.ndarray:
+    """``[cells, 4, cells + 2]``: next-cell probabilities, then goal, then pit."""
     model = build_model(layout, slip=slip)
-    n = len(model.states)
-    pit = 1.0 - model.P.sum(axis=2) - model.R
-    return np.concatenate([model.P, model.R[:, :, None], np.clip(pit, 0, 1)[:, :, None]], axis=2).reshape(n, 4, n + 2)
+    pit = np.clip(1.0 - model.P.sum(axis=2) - model.R, 0, 1)
+    return np.concatenate([model.P, model.R[:, :, None], pit[:, :, None]], axis=2)
 
 
 def _with_other(logp_moves):
