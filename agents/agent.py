@@ -9,6 +9,10 @@ most one batched reference ``score`` call (all candidates). Each candidate's sco
 (``action_token_ids``) is the generated ids without the trailing stop token; the reference
 scores exactly those ids in exactly the prompt the policy saw. Controllers live in
 ``ttsearch.search``; the agent only proposes.
+
+After a search, ``agent.rescore(trajectories)`` re-scores every executed action span in one
+batched policy call (with top-k log-probs) and one batched reference call, so every scorer can
+be evaluated on every trajectory whatever the search itself asked the engines for.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from ttsearch.agents.base import Candidate, EngineStats, Sample, SamplingParams,
 from ttsearch.agents.model_pair import ModelPair
 from ttsearch.agents.parsing import ActionParser, PlainActionParser, parse_candidate
 from ttsearch.agents.prompting import PromptRenderer
-from ttsearch.envs.base import Trajectory
+from ttsearch.envs.base import Step, Trajectory
 from ttsearch.envs.errors import ConfigError
 
 
@@ -105,6 +109,43 @@ class Agent:
                     )
                 )
             out.append(row)
+        return out
+
+    def rescore(
+        self, trajectories: Sequence[Trajectory], *, reference: bool = True, top_logprobs: int = 20
+    ) -> list[Trajectory]:
+        """The trajectories with every step's token data re-scored by the engines.
+
+        One batched policy ``score`` call (log-probs and ``top_logprobs`` per action token) and,
+        with ``reference``, one batched reference ``score`` call cover every step of every
+        trajectory. Each step's span (``action_token_ids``) is scored in the exact prompt the
+        policy saw (the renderer replays the recorded ``generated_token_ids``), so the policy
+        log-probs equal those recorded at sampling time. Steps keep everything else.
+        """
+        if top_logprobs < 0:
+            raise ConfigError(f"top_logprobs must be >= 0, got {top_logprobs}")
+        requests: list[ScoreRequest] = []
+        for trajectory in trajectories:
+            for t, step in enumerate(trajectory.steps):
+                prefix = replace(trajectory, steps=trajectory.steps[:t])
+                requests.append(ScoreRequest(self.renderer.render(prefix), step.action_token_ids, top_logprobs))
+        if not requests:
+            return list(trajectories)
+        policy = self.pair.policy.score(requests)
+        ref = self.pair.reference.score([replace(r, top_logprobs=0) for r in requests]) if reference else None
+        out, at = [], 0
+        for trajectory in trajectories:
+            steps: list[Step] = []
+            for step in trajectory.steps:
+                scored = policy[at]
+                steps.append(replace(
+                    step,
+                    policy_logprobs=tuple(scored.logprobs),
+                    top_logprobs=scored.top_logprobs if top_logprobs else step.top_logprobs,
+                    reference_logprobs=tuple(ref[at].logprobs) if ref is not None else step.reference_logprobs,
+                ))
+                at += 1
+            out.append(replace(trajectory, steps=tuple(steps)))
         return out
 
     def _span(self, sample: Sample) -> tuple[int, ...]:

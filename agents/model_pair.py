@@ -3,6 +3,7 @@
     pair = ModelPair.load("ckpt/policy", "ckpt/reference", device="cpu", dtype="float32")
     pair = ModelPair.load_dir("runs/maze_pair")     # policy/ + reference/ + ttsearch_pair.json
     agent = Agent(pair, sampling=SamplingParams(max_new_tokens=16))
+    served = pair.with_backends(SGLangBackend(policy_url), SGLangBackend(reference_url))
 
 Progress advantage is β·(log π_θ − log π_ref) over the *same* token ids, so the two models
 must share a tokenizer: mismatched vocabularies or special tokens are refused at load time.
@@ -23,6 +24,7 @@ from ttsearch.agents.prompting import PromptConfig, PromptRenderer
 from ttsearch.envs.errors import BackendError, ConfigError
 
 PAIR_MANIFEST = "ttsearch_pair.json"
+IMPORT_PREFIX = "import:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +44,15 @@ class PairManifest:
     policy: str = "policy"
     """Sub-folder of the policy checkpoint."""
     reference: str = "reference"
-    """Sub-folder of the reference checkpoint."""
+    """Sub-folder of the reference checkpoint, or ``"import:NAME"`` for a model made by
+    ``ttsearch pair import-gguf`` (a shipped LoRA pair then needs no copy of its base model)."""
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def policy_dir(self, folder: str | Path) -> Path:
+        return resolve_model_dir(Path(folder), self.policy)
+
+    def reference_dir(self, folder: str | Path) -> Path:
+        return resolve_model_dir(Path(folder), self.reference)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -95,6 +104,15 @@ class PairManifest:
         return cls.from_dict(data)
 
 
+def resolve_model_dir(folder: Path, spec: str) -> Path:
+    """``folder / spec``, or the local copy of an imported model for ``"import:NAME"``."""
+    if spec.startswith(IMPORT_PREFIX):
+        from ttsearch.agents.gguf_import import imported_model_dir
+
+        return imported_model_dir(spec[len(IMPORT_PREFIX):])
+    return folder / spec
+
+
 def _tokenizer_signature(tokenizer: Any) -> dict[str, Any]:
     return {
         "vocab": tokenizer.get_vocab(),
@@ -123,6 +141,14 @@ def check_same_tokenizer(
         "must share one tokenizer — use the reference the policy was trained from, or save the "
         "same tokenizer into both folders"
     )
+
+
+def _tokenizer_dir(path: Path) -> Path:
+    """Where a model folder's tokenizer is: a LoRA adapter folder without one uses its base's."""
+    from ttsearch.agents.lora_adapter import adapter_base_path, is_adapter_folder
+
+    has_own = (path / "tokenizer_config.json").is_file() or (path / "tokenizer.json").is_file()
+    return adapter_base_path(path) if is_adapter_folder(path) and not has_own else path
 
 
 def _load_tokenizer(path: Path) -> Any:
@@ -181,7 +207,7 @@ class ModelPair:
             check_model_folder(policy_path),
             check_model_folder(reference_path),
         )
-        policy_tok, reference_tok = _load_tokenizer(policy_path), _load_tokenizer(reference_path)
+        policy_tok, reference_tok = _load_tokenizer(_tokenizer_dir(policy_path)), _load_tokenizer(reference_path)
         check_same_tokenizer(policy_tok, reference_tok, str(policy_path), str(reference_path))
         policy = TransformersBackend(
             policy_path, device=device, dtype=dtype, name="policy", tokenizer=policy_tok
@@ -212,13 +238,20 @@ class ModelPair:
             )
         manifest = PairManifest.read(path)
         return cls.load(
-            path / manifest.policy,
-            path / manifest.reference,
+            manifest.policy_dir(path),
+            manifest.reference_dir(path),
             device=device,
             dtype=dtype,
             beta=manifest.beta,
             prompt=manifest.prompt,
             manifest=manifest,
+        )
+
+    def with_backends(self, policy: Backend, reference: Backend) -> ModelPair:
+        """This pair (tokenizer, β, prompt settings) served by other engines, e.g. SGLangBackends."""
+        return ModelPair(
+            policy, reference, self.tokenizer, beta=self.beta, prompt=self.prompt,
+            manifest=self.manifest,
         )
 
     def renderer(self) -> PromptRenderer:

@@ -3,8 +3,11 @@
     from ttsearch.agents.pairs import default_pair_dir
     pair_dir = default_pair_dir("maze")      # .../ttsearch/agents/pairs/maze/{reference,policy}
 
-The maze pair was trained by ``ttsearch pair train --env maze`` (agents/maze_recipe.py); its
-``ttsearch_pair.json`` records the recipe, β and the measured training statistics.
+- ``maze``: trained by ``ttsearch pair train --env maze`` (agents/maze_recipe.py), both models
+  shipped (1.1 MB); its ``ttsearch_pair.json`` records the recipe, β and training statistics.
+- ``smollm2-chain-sum``: a real pair. The policy is a 3.7 MB LoRA adapter trained by
+  ``ttsearch pair grpo`` (agents/grpo_recipe.py) on reasoning-gym chain_sum; the reference is
+  SmolLM2-135M-Instruct itself, named ``import:smollm2`` (run ``ttsearch pair import-gguf`` once).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from pathlib import Path
 from ttsearch.envs.errors import BackendError, unknown_choice
 
 PAIRS_ROOT = Path(__file__).resolve().parent / "pairs"
-SHIPPED_PAIRS = ("maze",)
+SHIPPED_PAIRS = ("maze", "smollm2-chain-sum")
 
 
 def default_pair_dir(name: str = "maze") -> Path:
@@ -22,7 +25,8 @@ def default_pair_dir(name: str = "maze") -> Path:
     if name not in SHIPPED_PAIRS:
         raise BackendError(unknown_choice("shipped pair", name, SHIPPED_PAIRS) + "; or pass a folder made by `ttsearch pair train`")
     path = PAIRS_ROOT / name
-    if not (path / "policy" / "config.json").exists():
+    policy = path / "policy"
+    if not (policy / "config.json").exists() and not (policy / "adapter_config.json").exists():
         raise BackendError(f"the shipped {name!r} pair is missing at {path}; reinstall ttsearch or train one with "
-                           f"`ttsearch pair train --env {name} --out DIR`")
+                           "`ttsearch pair train` / `ttsearch pair grpo`")
     return path

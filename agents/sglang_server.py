@@ -14,6 +14,9 @@ Workers behind a data-parallel router (cache-aware routing; DESIGN §3 "Distribu
         with SGLangRouter([w0.url, w1.url], run_dir=d) as router:
             backend = SGLangBackend(router.url)
 
+Launch servers from a long-lived thread (e.g. the main one): a server is stopped when the
+thread that started it exits (a parent-death signal, so a crashed caller leaves none behind).
+
 On a CPU-only machine the server needs the runtime that ``make sglang-cpu``
 (``agents/sglang_support/setup_cpu.sh``) installs; :func:`runtime_problem` says what is missing.
 The CPU launch flags and environment are those measured in DESIGN §3.
@@ -89,10 +92,14 @@ def runtime_env(device: str, base: Mapping[str, str] | None = None) -> dict[str,
 
 
 def needs_torchvision_shim() -> bool:
-    """True when no torchvision is installed (a real one, if present, is left alone)."""
+    """True when no real torchvision is installed (a real one, if present, is left alone).
+
+    Our own stand-in does not count: an in-process Engine puts it on this process's path, and
+    servers launched afterwards still need it on theirs."""
     import importlib.util
 
-    return importlib.util.find_spec("torchvision") is None
+    spec = importlib.util.find_spec("torchvision")
+    return spec is None or Path(spec.origin or "").resolve().is_relative_to(SERVER_SHIMS.resolve())
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -148,6 +155,8 @@ def _stop_all() -> None:  # a crashed caller must not leave 2 GB servers behind
 
 
 def _parent_death_signal() -> None:  # runs in the child before exec (Linux only)
+    # Linux sends the signal when the *thread* that forked the child exits, not the process:
+    # launch servers from a long-lived thread (the main one), never from a short-lived pool.
     try:
         import ctypes
 

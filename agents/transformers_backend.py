@@ -57,7 +57,9 @@ def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
 def check_model_folder(path: str | Path) -> Path:
     """Raise a BackendError naming the fix unless ``path`` is a Hugging Face model folder."""
     path = Path(path)
-    if not (path / "config.json").is_file():
+    from ttsearch.agents.lora_adapter import is_adapter_folder  # base + LoRA adapter folders
+
+    if not (path / "config.json").is_file() and not is_adapter_folder(path):
         raise BackendError(
             f"no model at {path}: expected a Hugging Face folder with config.json; "
             "train one with `ttsearch pair train` or pass a folder written by save_pretrained"
@@ -107,10 +109,17 @@ class TransformersBackend:
             path = check_model_folder(model_path_or_model)
             from transformers import AutoModelForCausalLM
 
+            from ttsearch.agents.lora_adapter import is_adapter_folder, load_adapter_model
+
             try:
-                model = AutoModelForCausalLM.from_pretrained(
-                    path, dtype=dtype or torch.float32, attn_implementation="sdpa"
-                )
+                if is_adapter_folder(path):  # a LoRA policy: its base model + the adapter, merged
+                    model = load_adapter_model(path, dtype=dtype or torch.float32)
+                else:
+                    model = AutoModelForCausalLM.from_pretrained(
+                        path, dtype=dtype or torch.float32, attn_implementation="sdpa"
+                    )
+            except BackendError:
+                raise
             except Exception as err:  # a broken folder: say which and why, in one line
                 raise BackendError(
                     f"could not load the model at {path}: {err}".splitlines()[0]

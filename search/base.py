@@ -69,6 +69,8 @@ class SearchResult:
     branching: str = "none"
     early_stop: EarlyStopReport | None = None
     info: Mapping[str, Any] = field(default_factory=dict)
+    rollouts: tuple[Trajectory, ...] = ()
+    """Every independent rollout in sample order (trajectory best-of-N; empty otherwise)."""
 
     @property
     def success(self) -> bool:
@@ -115,6 +117,11 @@ class SearchContext:
         self.controller, self.task, self.agent, self.scorer, self.budget = controller, task, agent, scorer, budget
         self.env_factory: Callable[[], Env] = env_factory if env_factory is not None else task.make
         self.score_steps = score_steps
+        # Reward-model scorers read a whole trajectory's text: they cannot rank bare candidates.
+        self.scores_candidates = bool(getattr(scorer, "scores_candidates", True))
+        if score_steps and not self.scores_candidates and (controller.ranks_candidates or controller.early_stop):
+            raise ConfigError(f"scorer {scorer.name!r} scores whole trajectories only; use it with greedy or "
+                              "trajectory_best_of_n (without early_stop), or as an evaluation scorer")
         needs_ref, top = scorer_needs(scorer) if score_steps else (False, 0)
         rule = controller.early_stop
         if rule is not None and getattr(rule, "signal", None) == "top_margin":
@@ -160,7 +167,7 @@ class SearchContext:
         action is demoted by :data:`UNPARSEABLE_PENALTY`: it is executed only when no parseable
         candidate exists (an empty or garbled span has no meaningful log-ratio: PA scores an
         empty span 0, which would otherwise beat every real action with negative advantage)."""
-        if not self.score_steps:
+        if not self.score_steps or not self.scores_candidates:
             return None
         value = float(self.scorer.score_step(candidate))
         if math.isnan(value):
@@ -214,7 +221,8 @@ class SearchContext:
         return float(self.scorer.score_trajectory(trajectory.steps))
 
     def finish(self, trajectory: Trajectory, stop_reason: str, *, node: int | None = None,
-               branching: str = "none", uses_reward: bool = False, **info: Any) -> SearchResult:
+               branching: str = "none", uses_reward: bool = False,
+               rollout_trajectories: Sequence[Trajectory] = (), **info: Any) -> SearchResult:
         if node is not None:
             self.tree.mark_path(node)
         usage = self.ledger.usage()
@@ -226,6 +234,7 @@ class SearchContext:
             controller=self.controller.name, scorer=self.scorer.name if self.score_steps else "none",
             budget=self.budget, score=self.trajectory_score(trajectory),
             selection_uses_env_reward=uses_reward, branching=branching, early_stop=report, info=info,
+            rollouts=tuple(rollout_trajectories),
         )
 
 
@@ -237,6 +246,9 @@ class Controller(ABC):
     """"none" (acts in one env), "reset" (fresh envs from the factory) or "branch"."""
     early_stops: ClassVar[tuple[str, ...]] = ()
     """Names of the early-stopping rules this controller supports."""
+    ranks_candidates: ClassVar[bool] = True
+    """Chooses among candidates by their step scores (False: greedy and trajectory best-of-N,
+    which only record step scores, so trajectory-only scorers such as reward models fit)."""
     horizon: int | None = None
     """Step-by-step controllers take ``horizon=`` (the env's step limit): they then keep enough
     budget back to finish the episode one candidate per turn instead of starving mid-episode."""

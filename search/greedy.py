@@ -16,6 +16,7 @@ class Greedy(Controller):
     """Act on the policy's greedy (temperature-0) turn each step."""
 
     name = "greedy"
+    ranks_candidates = False
 
     def __init__(self, *, seed: int = 0, max_steps: int = 100, score_steps: bool = False):
         super().__init__(seed=seed, max_steps=max_steps)

@@ -37,6 +37,7 @@ class TrajectoryBestOfN(Controller):
     """``n`` rollouts sampled from the policy; return the best by the scorer's trajectory score."""
 
     name = "trajectory_best_of_n"
+    ranks_candidates = False
     branching_need = "reset"
     early_stops = ("adaptive", "deepconf")
 
@@ -98,7 +99,8 @@ class TrajectoryBestOfN(Controller):
         best = self._pick(ctx, rollouts)
         return ctx.finish(best.trajectory, reason, node=best.node, branching="independent",
                           rollouts=len(rollouts), finished=sum(r.status == "done" for r in rollouts),
-                          pruned=sum(r.status == "pruned" for r in rollouts), picked=best.index)
+                          pruned=sum(r.status == "pruned" for r in rollouts), picked=best.index,
+                          rollout_trajectories=[r.trajectory for r in rollouts])
 
     def _play(self, ctx: SearchContext, batch: list[_Rollout], wave: int, threshold: float | None) -> str | None:
         """Advance a wave in lock-step until every rollout stops; return a budget limit if hit."""
@@ -123,7 +125,8 @@ class TrajectoryBestOfN(Controller):
                 ctx.ledger.charge_env(1)
                 r.node = ctx.record(r.node, r.trajectory.observation, cand, score, result, rollout=r.index)
                 r.trajectory = r.trajectory.extended(ctx.tree.step(r.node))
-                r.running_min = min(r.running_min, score)
+                if score is not None:  # None: a trajectory-only scorer (no early stop allowed then)
+                    r.running_min = min(r.running_min, score)
                 if r.trajectory.done:
                     r.status = "done"
                 elif len(r.trajectory.steps) >= self.max_steps:

@@ -21,5 +21,8 @@ def test_wheel_holds_only_the_ttsearch_namespace_and_the_default_pair(tmp_path):
         assert f"ttsearch/{package}/__init__.py" in names
     assert "ttsearch/agents/pairs/maze/policy/config.json" in names
     assert "ttsearch/agents/pairs/maze/reference/model.safetensors" in names
+    assert "ttsearch/agents/pairs/maze/rm/model.safetensors" in names  # the task reward model
+    assert "ttsearch/agents/pairs/smollm2-chain-sum/policy/adapter_model.safetensors" in names  # real LoRA
+    assert "ttsearch/benchmarks/configs/paper-maze.yaml" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "ttsearch = ttsearch.benchmarks.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
