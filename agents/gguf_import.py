@@ -53,6 +53,14 @@ def default_dir() -> Path:
 
 IMPORTS = {"smollm2": "SmolLM2-135M-Instruct"}
 """Names usable as ``"import:NAME"`` in pair manifests and adapter configs."""
+IMPORT_PREFIX = "import:"
+
+
+def resolve_model_spec(base: Path, spec: str) -> Path:
+    """``base / spec`` for a folder, or the imported model's folder for ``"import:NAME"``."""
+    if spec.startswith(IMPORT_PREFIX):
+        return imported_model_dir(spec[len(IMPORT_PREFIX):])
+    return base / spec
 
 
 def imported_model_dir(name: str) -> Path:

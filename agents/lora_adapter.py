@@ -20,12 +20,18 @@ from typing import Any
 from ttsearch.envs.errors import BackendError
 
 ADAPTER_CONFIG = "adapter_config.json"
-IMPORT_PREFIX = "import:"
 
 
 def is_adapter_folder(path: str | Path) -> bool:
     path = Path(path)
     return (path / ADAPTER_CONFIG).is_file() and not (path / "config.json").is_file()
+
+
+def tokenizer_dir(path: str | Path) -> Path:
+    """Where a model folder's tokenizer is: a LoRA adapter folder without one uses its base's."""
+    path = Path(path)
+    has_own = (path / "tokenizer_config.json").is_file() or (path / "tokenizer.json").is_file()
+    return adapter_base_path(path) if is_adapter_folder(path) and not has_own else path
 
 
 def adapter_base_path(path: str | Path) -> Path:
@@ -35,10 +41,10 @@ def adapter_base_path(path: str | Path) -> Path:
         base = json.loads((path / ADAPTER_CONFIG).read_text())["base_model_name_or_path"]
     except (KeyError, json.JSONDecodeError) as err:
         raise BackendError(f"{path / ADAPTER_CONFIG} has no readable base_model_name_or_path ({err})") from err
-    if base.startswith(IMPORT_PREFIX):  # a model made by `ttsearch pair import-gguf`
-        from ttsearch.agents.gguf_import import imported_model_dir
+    from ttsearch.agents.gguf_import import IMPORT_PREFIX, resolve_model_spec
 
-        return imported_model_dir(base[len(IMPORT_PREFIX):])
+    if base.startswith(IMPORT_PREFIX):  # a model made by `ttsearch pair import-gguf`
+        return resolve_model_spec(path, base)
     candidate = (path / base).resolve()
     resolved = candidate if candidate.is_dir() else Path(base).expanduser()
     if not (resolved / "config.json").is_file():
@@ -82,8 +88,6 @@ def servable_folder(path: str | Path, cache_dir: str | Path) -> Path:
         return out
     model = load_adapter_model(path, dtype=torch.float32)
     model.save_pretrained(out)
-    has_own = (path / "tokenizer_config.json").is_file() or (path / "tokenizer.json").is_file()
-    tokenizer_dir = path if has_own else adapter_base_path(path)
-    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(out)
+    AutoTokenizer.from_pretrained(tokenizer_dir(path)).save_pretrained(out)
     done.touch()  # written last: a crash mid-save leaves the folder to be rebuilt
     return out

@@ -24,7 +24,6 @@ from ttsearch.agents.prompting import PromptConfig, PromptRenderer
 from ttsearch.envs.errors import BackendError, ConfigError
 
 PAIR_MANIFEST = "ttsearch_pair.json"
-IMPORT_PREFIX = "import:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +48,14 @@ class PairManifest:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def policy_dir(self, folder: str | Path) -> Path:
-        return resolve_model_dir(Path(folder), self.policy)
+        from ttsearch.agents.gguf_import import resolve_model_spec
+
+        return resolve_model_spec(Path(folder), self.policy)
 
     def reference_dir(self, folder: str | Path) -> Path:
-        return resolve_model_dir(Path(folder), self.reference)
+        from ttsearch.agents.gguf_import import resolve_model_spec
+
+        return resolve_model_spec(Path(folder), self.reference)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -104,15 +107,6 @@ class PairManifest:
         return cls.from_dict(data)
 
 
-def resolve_model_dir(folder: Path, spec: str) -> Path:
-    """``folder / spec``, or the local copy of an imported model for ``"import:NAME"``."""
-    if spec.startswith(IMPORT_PREFIX):
-        from ttsearch.agents.gguf_import import imported_model_dir
-
-        return imported_model_dir(spec[len(IMPORT_PREFIX):])
-    return folder / spec
-
-
 def _tokenizer_signature(tokenizer: Any) -> dict[str, Any]:
     return {
         "vocab": tokenizer.get_vocab(),
@@ -141,14 +135,6 @@ def check_same_tokenizer(
         "must share one tokenizer — use the reference the policy was trained from, or save the "
         "same tokenizer into both folders"
     )
-
-
-def _tokenizer_dir(path: Path) -> Path:
-    """Where a model folder's tokenizer is: a LoRA adapter folder without one uses its base's."""
-    from ttsearch.agents.lora_adapter import adapter_base_path, is_adapter_folder
-
-    has_own = (path / "tokenizer_config.json").is_file() or (path / "tokenizer.json").is_file()
-    return adapter_base_path(path) if is_adapter_folder(path) and not has_own else path
 
 
 def _load_tokenizer(path: Path) -> Any:
@@ -201,13 +187,14 @@ class ModelPair:
         manifest: PairManifest | None = None,
     ) -> ModelPair:
         """Load two local Hugging Face folders as TransformersBackends (tokenizers checked first)."""
+        from ttsearch.agents.lora_adapter import tokenizer_dir
         from ttsearch.agents.transformers_backend import TransformersBackend, check_model_folder
 
         policy_path, reference_path = (
             check_model_folder(policy_path),
             check_model_folder(reference_path),
         )
-        policy_tok, reference_tok = _load_tokenizer(_tokenizer_dir(policy_path)), _load_tokenizer(reference_path)
+        policy_tok, reference_tok = _load_tokenizer(tokenizer_dir(policy_path)), _load_tokenizer(reference_path)
         check_same_tokenizer(policy_tok, reference_tok, str(policy_path), str(reference_path))
         policy = TransformersBackend(
             policy_path, device=device, dtype=dtype, name="policy", tokenizer=policy_tok

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 from ttsearch.envs.errors import ConfigError
@@ -36,21 +35,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
 
-def _done_rows(path: Path | None) -> dict[str, dict]:
-    """Rows already in ``path``; a trailing line cut by a crash is truncated away first."""
-    rows: dict[str, dict] = {}
-    if path is None or not path.exists():
-        return rows
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with path.open("r+b") as f:
-            f.truncate(data.rfind(b"\n") + 1)
-    for line in path.read_text().splitlines():
-        row = json.loads(line)
-        rows[row["log"]] = row
-    return rows
-
-
 def main(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {args.limit}")
@@ -59,6 +43,7 @@ def main(args: argparse.Namespace) -> int:
 
     from ttsearch.agents import ModelPair
     from ttsearch.agents.pairs import default_pair_dir
+    from ttsearch.benchmarks.jsonl_log import JsonlWriter, read_rows
     from ttsearch.benchmarks.whowhen_attribution import attribution_summary, score_log
     from ttsearch.envs.whowhen import load_whowhen
     from ttsearch.scorers import make_scorer
@@ -68,11 +53,9 @@ def main(args: argparse.Namespace) -> int:
     scorers = {name: make_scorer(name, beta=pair.beta) if name == "progress_advantage" else make_scorer(name)
                for name in SCORER_NAMES}
     out = Path(args.out) if args.out else None
-    done = _done_rows(out)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
+    done = {row["log"]: row for row in read_rows(out)} if out is not None else {}
     console = Console(stderr=True)
-    sink = out.open("a") if out is not None else None
+    sink = JsonlWriter(out) if out is not None else None
     try:
         for log in track([log for log in logs if log.id not in done], description="scoring logs",
                          console=console):
@@ -80,9 +63,7 @@ def main(args: argparse.Namespace) -> int:
             done[log.id] = {"log": log.id, "mistake_step": log.mistake_step, "mistake_agent": log.mistake_agent,
                             "steps": {label: list(scored.step_scores(s)) for label, s in scorers.items()}}
             if sink is not None:
-                sink.write(json.dumps(done[log.id]) + "\n")
-                sink.flush()
-                os.fsync(sink.fileno())
+                sink.append(done[log.id])
     finally:
         if sink is not None:
             sink.close()

@@ -221,16 +221,13 @@ def _init_worker(pair: str | None, max_new_tokens: int, temperature: float) -> N
 def run_cell(cell: dict[str, Any], task_dicts: list[dict[str, Any]], budget_text: str, seed: int,
              out: str | None, scorer_options: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Run one cell on every task (skipping those already in ``out``); return per-episode records."""
+    from ttsearch.benchmarks.jsonl_log import JsonlWriter, read_rows
     from ttsearch.envs.base import Task
     from ttsearch.search import Budget, make_controller
 
     agent, pair, _, _ = _WORKER["agent"]
     path = Path(out) / "cells" / (cell["id"].replace("/", "__") + ".jsonl") if out else None
-    done: dict[str, dict[str, Any]] = {}
-    if path is not None and path.exists():
-        for line in path.read_text().splitlines():
-            record = json.loads(line)
-            done[record["task"]] = record
+    done = {record["task"]: record for record in read_rows(path)} if path is not None else {}
     kwargs = dict(cell["options"], seed=seed)
     if cell["early_stop_spec"] is not None:
         kwargs["early_stop"] = cell["early_stop_spec"]
@@ -255,9 +252,8 @@ def run_cell(cell: dict[str, Any], task_dicts: list[dict[str, Any]], budget_text
                   "seconds": round(time.perf_counter() - started, 3)}
         records.append(record)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("a") as fh:
-                fh.write(json.dumps(record) + "\n")
+            with JsonlWriter(path) as sink:
+                sink.append(record)
     return records
 
 

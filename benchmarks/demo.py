@@ -36,18 +36,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
-def _load_done(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
-    done: dict[tuple[str, str], dict[str, Any]] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a crash: that episode reruns
-            done[(row["arm"], row["task"])] = row
-    return done
-
-
 def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Per arm: episodes, success rate, its standard error, mean tokens (generated + scored)."""
     out: dict[str, dict[str, float]] = {}
@@ -82,6 +70,7 @@ def main(args: argparse.Namespace) -> int:
 
     from ttsearch.agents import Agent, ModelPair, PlainActionParser, SamplingParams
     from ttsearch.agents.pairs import default_pair_dir
+    from ttsearch.benchmarks.jsonl_log import JsonlWriter, read_rows
     from ttsearch.envs import list_tasks
     from ttsearch.scorers import make_scorer
     from ttsearch.search import Budget, make_controller
@@ -97,13 +86,13 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.jsonl"
-    done = _load_done(results_path)
+    done = {(row["arm"], row["task"]): row for row in read_rows(results_path)}
     console = Console(stderr=True)
     todo = [(arm, task) for arm in ARMS for task in tasks if (arm, task.id) not in done]
     console.print(f"pair {pair_dir} (beta={pair.beta}); {len(tasks)} held-out layouts x {len(ARMS)} arms; "
                   f"{len(done)} episodes already in {results_path}")
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=console) as progress, results_path.open("a") as sink:
+                  console=console) as progress, JsonlWriter(results_path) as sink:
         bar = progress.add_task("episodes", total=len(todo))
         for arm, task in todo:
             controller_name, kwargs, scorer_name = ARMS[arm]
@@ -116,8 +105,7 @@ def main(args: argparse.Namespace) -> int:
             row = {"arm": arm, "task": task.id, "success": result.success, "steps": len(result.trajectory.steps),
                    "tokens": result.usage.generated_tokens + result.usage.scored_tokens,
                    "actions": list(result.trajectory.actions)}
-            sink.write(json.dumps(row) + "\n")
-            sink.flush()
+            sink.append(row)
             done[(arm, task.id)] = row
             progress.advance(bar)
     task_ids = {task.id for task in tasks}

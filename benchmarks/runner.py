@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ttsearch.benchmarks.episode_record import task_info, trajectory_record
+from ttsearch.benchmarks.jsonl_log import JsonlWriter, read_rows
 from ttsearch.benchmarks.run_config import DEFAULT_PAIR_PREFIX, ArmSpec, RunConfig
 from ttsearch.envs.errors import BackendError, ConfigError, TtsearchError
 
@@ -61,8 +62,7 @@ class RunStore:
             tmp.write_text(json.dumps(manifest, indent=1) + "\n")
             os.replace(tmp, self.manifest_path)  # atomic: run.json is whole or absent
         self.done = self._load()
-        self._sink = self.episodes.open("ab")
-        self._pause = float(os.environ.get(SPLIT_WRITE_ENV, "0") or 0)
+        self._sink = JsonlWriter(self.episodes, split_pause_s=float(os.environ.get(SPLIT_WRITE_ENV, "0") or 0))
 
     @staticmethod
     def check(out: Path, config_hash: str, *, resume: bool) -> dict[str, Any] | None:
@@ -79,23 +79,13 @@ class RunStore:
         return old
 
     def _load(self) -> set[str]:
-        """Finished keys; a trailing partial line (a crash mid-write) is truncated away."""
-        if not self.episodes.exists():
-            return set()
-        data = self.episodes.read_bytes()
-        keep = data.rfind(b"\n") + 1
-        if keep < len(data):
-            with self.episodes.open("r+b") as fh:
-                fh.truncate(keep)
-                fh.flush()
-                os.fsync(fh.fileno())
+        """Finished keys (``read_rows`` cuts a trailing partial line left by a crash)."""
         keys: set[str] = set()
-        for number, line in enumerate(data[:keep].splitlines(), 1):
-            try:
-                key = json.loads(line)["key"]
-            except (json.JSONDecodeError, KeyError, TypeError):
+        for number, row in enumerate(read_rows(self.episodes), 1):
+            key = row.get("key")
+            if key is None:
                 raise ConfigError(f"{self.episodes} line {number} is not an episode row; "
-                                  "move the file away and rerun, or use a new --out") from None
+                                  "move the file away and rerun, or use a new --out")
             if key in keys:
                 raise ConfigError(f"{self.episodes} holds key {key!r} twice (line {number}); it was not "
                                   "written by `ttsearch run`; use a new --out")
@@ -103,17 +93,7 @@ class RunStore:
         return keys
 
     def append(self, row: dict[str, Any]) -> None:
-        data = (json.dumps(row, separators=(",", ":")) + "\n").encode()
-        if self._pause > 0:
-            half = len(data) // 2
-            self._sink.write(data[:half])
-            self._sink.flush()
-            os.fsync(self._sink.fileno())
-            time.sleep(self._pause)
-            data = data[half:]
-        self._sink.write(data)
-        self._sink.flush()
-        os.fsync(self._sink.fileno())
+        self._sink.append(row)
         self.done.add(row["key"])
 
     def close(self) -> None:
@@ -251,12 +231,12 @@ def setup(config: RunConfig, *, limit: int | None = None, out: Path | None = Non
         raise ConfigError(f"tasks: environment {env!r} listed no tasks for split {config.tasks.split!r}")
     s = config.sampling
     sampling = SamplingParams(max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k)
-    agent = Agent(pair, sampling=sampling, parser=build_parser(config))
+    parser = build_parser(config)
     scorers = {spec.key: build_scorer(spec, pair) for spec in config.scorers}
     horizon = _horizon(config, tasks)
     arms = [resolve_arm(arm, config, horizon) for arm in config.arms]
     pair, closers = serve_pair(pair, pair_dir, config.engine, (out or Path(".")) / "sglang")
-    agent = Agent(pair, sampling=sampling, parser=agent.parser)
+    agent = Agent(pair, sampling=sampling, parser=parser)
     return Setup(config, pair_dir, pair, agent, env, tasks, scorers, arms, closers)
 
 
