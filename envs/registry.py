@@ -34,68 +34,68 @@ class EnvEntry:
 
 REGISTRY: dict[str, EnvEntry] = {
     "maze": EnvEntry(
-        "ttsearch.envs.maze:SlipperyMaze",
-        tasks="ttsearch.envs.maze:maze_tasks",
+        "ttsearch.envs.maze.env:SlipperyMaze",
+        tasks="ttsearch.envs.maze.env:maze_tasks",
         description="built-in slippery grid maze with pits; exact soft-Q solver",
     ),
     "agentdojo": EnvEntry(
-        "ttsearch.envs.agentdojo_env:AgentDojoEnv", tasks="ttsearch.envs.agentdojo_env:agentdojo_tasks",
+        "ttsearch.envs.adapters.agentdojo:AgentDojoEnv", tasks="ttsearch.envs.adapters.agentdojo:agentdojo_tasks",
         description="AgentDojo v1.2.2: 4 suites, 97 user tasks (+ injection tasks); utility check",
         extra="benchmarks",
     ),
     "bfcl": EnvEntry(
-        "ttsearch.envs.bfcl_env:BFCLEnv", tasks="ttsearch.envs.bfcl_env:bfcl_tasks",
+        "ttsearch.envs.adapters.bfcl:BFCLEnv", tasks="ttsearch.envs.adapters.bfcl:bfcl_tasks",
         description="BFCL v4 multi-turn: base/miss_func/miss_param/long_context; multi_turn_checker",
         extra="benchmarks",
     ),
     "tau2": EnvEntry(
-        "ttsearch.envs.tau2_env:Tau2Env", tasks="ttsearch.envs.tau2_env:tau2_tasks",
+        "ttsearch.envs.adapters.tau2:Tau2Env", tasks="ttsearch.envs.adapters.tau2:tau2_tasks",
         description="tau2-bench airline (50) and retail (114) with a scripted or local-model user",
         extra="benchmarks",
     ),
     "sokoban": EnvEntry(
-        "ttsearch.envs.sokoban_env:SokobanEnv", tasks="ttsearch.envs.sokoban_env:sokoban_tasks",
+        "ttsearch.envs.adapters.sokoban:SokobanEnv", tasks="ttsearch.envs.adapters.sokoban:sokoban_tasks",
         description="TextArena Sokoban-v0 (6x6, 3 boxes) / -medium (8x8); BFS gold path",
         extra="benchmarks",
     ),
     "textworld": EnvEntry(
-        "ttsearch.envs.textworld_env:TextWorldEnv", tasks="ttsearch.envs.textworld_env:textworld_tasks",
+        "ttsearch.envs.adapters.textworld:TextWorldEnv", tasks="ttsearch.envs.adapters.textworld:textworld_tasks",
         description="TextWorld challenges (coin collector, treasure hunter, simple, cooking) made offline per seed",
         extra="benchmarks",
     ),
     "textworld_express": EnvEntry(
-        "ttsearch.envs.textworld_express_env:TextWorldExpressEnv",
-        tasks="ttsearch.envs.textworld_express_env:textworld_express_tasks",
+        "ttsearch.envs.adapters.textworld_express:TextWorldExpressEnv",
+        tasks="ttsearch.envs.adapters.textworld_express:textworld_express_tasks",
         description="TextWorldExpress games (coin, cookingworld, twc, mapreader, ...); needs Java >= 11",
         extra="benchmarks",
     ),
     "scienceworld": EnvEntry(
-        "ttsearch.envs.scienceworld_env:ScienceWorldEnv", tasks="ttsearch.envs.scienceworld_env:scienceworld_tasks",
+        "ttsearch.envs.adapters.scienceworld:ScienceWorldEnv", tasks="ttsearch.envs.adapters.scienceworld:scienceworld_tasks",
         description="ScienceWorld's 30 tasks x variations; needs Java >= 11",
         extra="benchmarks",
     ),
     "minigrid": EnvEntry(
-        "ttsearch.envs.minigrid_env:MiniGridEnv", tasks="ttsearch.envs.minigrid_env:minigrid_tasks",
+        "ttsearch.envs.adapters.minigrid:MiniGridEnv", tasks="ttsearch.envs.adapters.minigrid:minigrid_tasks",
         description="MiniGrid/BabyAI with a text rendering of the agent's partial view; bot/BFS gold",
         extra="benchmarks",
     ),
     "reasoning_gym": EnvEntry(
-        "ttsearch.envs.reasoning_gym_env:ReasoningGymEnv", tasks="ttsearch.envs.reasoning_gym_env:reasoning_gym_tasks",
+        "ttsearch.envs.adapters.reasoning_gym:ReasoningGymEnv", tasks="ttsearch.envs.adapters.reasoning_gym:reasoning_gym_tasks",
         description="reasoning-gym countdown / maze / gsm_symbolic as multi-step tasks; score_answer reward",
         extra="benchmarks",
     ),
     "textcraft": EnvEntry(
-        "ttsearch.envs.textcraft_env:TextCraftEnv", tasks="ttsearch.envs.textcraft_env:textcraft_tasks",
+        "ttsearch.envs.adapters.textcraft:TextCraftEnv", tasks="ttsearch.envs.adapters.textcraft:textcraft_tasks",
         description="TextCraft Minecraft crafting (textcraft package recipes), deterministic tasks per seed",
         extra="benchmarks",
     ),
     "webshop": EnvEntry(
-        "ttsearch.envs.webshop_env:WebShopEnv", tasks="ttsearch.envs.webshop_env:webshop_tasks",
+        "ttsearch.envs.adapters.webshop:WebShopEnv", tasks="ttsearch.envs.adapters.webshop:webshop_tasks",
         description="WebShop text mode over a local copy of its data files (data_dir=...)",
         extra="benchmarks",
     ),
     "alfworld": EnvEntry(
-        "ttsearch.envs.alfworld_env:ALFWorldEnv", tasks="ttsearch.envs.alfworld_env:alfworld_tasks",
+        "ttsearch.envs.adapters.alfworld:ALFWorldEnv", tasks="ttsearch.envs.adapters.alfworld:alfworld_tasks",
         description="ALFWorld text games from its game files (data_dir=...); TextWorld PDDL engine",
         extra="benchmarks",
     ),

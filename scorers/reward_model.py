@@ -11,9 +11,9 @@ score is the raw logit, a scalar reward) or 2 (the score is P(label 1) by softma
 success). A folder made by ``ttsearch rm train`` also carries ``ttsearch_rm.json``, whose
 ``render`` settings (system prompt, history, max_length) become this scorer's defaults, so a trained RM is
 scored on exactly the text it was trained on. ``path="default:maze"`` is the RM shipped next
-to the maze pair (``agents/pairs/maze/rm``).
+to the maze pair (``agents/checkpoints/pairs/maze/rm``).
 
-Text: see ``ttsearch.agents.rm_text`` (chat template or plain format; the prefix ending after
+Text: see ``ttsearch.scorers.reward_model_text`` (chat template or plain format; the prefix ending after
 step ``t`` holds observations and action texts up to step ``t``; left truncation to the model's
 max length). Scores of identical texts are computed once and cached in memory.
 
@@ -37,8 +37,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ttsearch.agents.pairs import PAIRS_ROOT, SHIPPED_PAIRS
-from ttsearch.agents.rm_text import (
+from ttsearch.agents.checkpoints.shipped import PAIRS_ROOT, SHIPPED_PAIRS
+from ttsearch.envs.errors import ConfigError, unknown_choice
+from ttsearch.scorers.aggregation import aggregate_steps, check_step_agg
+from ttsearch.scorers.reward_model_text import (
     RM_MANIFEST,
     check_history,
     encode,
@@ -47,8 +49,6 @@ from ttsearch.agents.rm_text import (
     prefix_texts,
     render_messages,
 )
-from ttsearch.envs.errors import ConfigError, unknown_choice
-from ttsearch.scorers.aggregation import aggregate_steps, check_step_agg
 
 RM_KINDS = ("outcome", "process")
 DEFAULT_PREFIX = "default:"

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from ttsearch.envs import EnvError
-from ttsearch.envs.adapter_base import AdapterEnv, Outcome, exact_increment
+from ttsearch.envs.adapters.base import AdapterEnv, Outcome, exact_increment
 
 
 class Counter(AdapterEnv):

@@ -13,9 +13,9 @@ pytest.importorskip("agentdojo")
 from agentdojo.agent_pipeline.ground_truth_pipeline import GroundTruthPipeline  # noqa: E402
 
 from ttsearch.envs import EnvError, list_tasks, make  # noqa: E402
-from ttsearch.envs.agentdojo_env import AgentDojoEnv  # noqa: E402
+from ttsearch.envs.adapters.agentdojo import AgentDojoEnv  # noqa: E402
+from ttsearch.envs.adapters.tool_calls import ToolCall, format_tool_calls  # noqa: E402
 from ttsearch.envs.check_env import check_env  # noqa: E402
-from ttsearch.envs.tool_calls import ToolCall, format_tool_calls  # noqa: E402
 
 
 def play(env, actions):

@@ -11,7 +11,7 @@ pytest.importorskip("alfworld")
 pytest.importorskip("fast_downward")
 
 from ttsearch.envs import EnvError, list_tasks, make  # noqa: E402
-from ttsearch.envs.alfworld_env import ALFWorldEnv, list_games  # noqa: E402
+from ttsearch.envs.adapters.alfworld import ALFWorldEnv, list_games  # noqa: E402
 from ttsearch.envs.check_env import check_env  # noqa: E402
 
 DATA = Path(__file__).parent / "data" / "alfworld"

@@ -12,7 +12,7 @@ pytest.importorskip("bfcl_eval")
 from bfcl_eval.eval_checker.multi_turn_eval import multi_turn_utils  # noqa: E402
 
 from ttsearch.envs import EnvError, list_tasks  # noqa: E402
-from ttsearch.envs.bfcl_env import CATEGORIES, BFCLEnv  # noqa: E402
+from ttsearch.envs.adapters.bfcl import CATEGORIES, BFCLEnv  # noqa: E402
 from ttsearch.envs.check_env import check_env  # noqa: E402
 
 

@@ -7,8 +7,8 @@ import pytest
 pytest.importorskip("minigrid")
 
 from ttsearch.envs import ConfigError, make  # noqa: E402
+from ttsearch.envs.adapters.minigrid import ACTIONS, MiniGridEnv  # noqa: E402
 from ttsearch.envs.check_env import check_env  # noqa: E402
-from ttsearch.envs.minigrid_env import ACTIONS, MiniGridEnv  # noqa: E402
 
 
 def play(env, actions):

@@ -9,8 +9,8 @@ pytest.importorskip("reasoning_gym")
 import reasoning_gym  # noqa: E402
 
 from ttsearch.envs import ConfigError, make  # noqa: E402
+from ttsearch.envs.adapters.reasoning_gym import ReasoningGymEnv, evaluate  # noqa: E402
 from ttsearch.envs.check_env import check_env  # noqa: E402
-from ttsearch.envs.reasoning_gym_env import ReasoningGymEnv, evaluate  # noqa: E402
 
 
 def play(env, actions):

@@ -11,8 +11,8 @@ if shutil.which("java") is None:
     pytest.skip("ScienceWorld needs Java >= 11 (apt-get install openjdk-17-jre-headless)", allow_module_level=True)
 
 from ttsearch.envs import ConfigError, EnvError, make  # noqa: E402
+from ttsearch.envs.adapters.scienceworld import ScienceWorldEnv  # noqa: E402
 from ttsearch.envs.check_env import check_env  # noqa: E402
-from ttsearch.envs.scienceworld_env import ScienceWorldEnv  # noqa: E402
 
 TASK, VARIATION = "lifespan-longest-lived", 1  # an 8-step gold path
 

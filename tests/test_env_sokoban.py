@@ -10,8 +10,8 @@ import pytest
 pytest.importorskip("textarena")
 
 from ttsearch.envs import EnvError, list_tasks  # noqa: E402
+from ttsearch.envs.adapters.sokoban import ACTIONS, SokobanEnv, solve  # noqa: E402
 from ttsearch.envs.check_env import check_env  # noqa: E402
-from ttsearch.envs.sokoban_env import ACTIONS, SokobanEnv, solve  # noqa: E402
 
 
 def room(rows: list[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -15,9 +15,9 @@ import pytest
 pytest.importorskip("tau2")
 
 from ttsearch.envs import EnvError, list_tasks  # noqa: E402
+from ttsearch.envs.adapters.tau2 import LocalModelUser, ScriptedUser, Tau2Env  # noqa: E402
+from ttsearch.envs.adapters.tool_calls import parse_turn  # noqa: E402
 from ttsearch.envs.check_env import check_env  # noqa: E402
-from ttsearch.envs.tau2_env import LocalModelUser, ScriptedUser, Tau2Env  # noqa: E402
-from ttsearch.envs.tool_calls import parse_turn  # noqa: E402
 
 
 def play(env, actions):

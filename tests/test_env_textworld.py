@@ -11,8 +11,8 @@ pytest.importorskip("textworld")
 pytest.importorskip("jericho")
 
 from ttsearch.envs import ConfigError, list_tasks, make  # noqa: E402
+from ttsearch.envs.adapters.textworld import TextWorldEnv, clean_feedback  # noqa: E402
 from ttsearch.envs.check_env import check_env  # noqa: E402
-from ttsearch.envs.textworld_env import TextWorldEnv, clean_feedback  # noqa: E402
 
 # jericho (TextWorld's z-machine) warns about games it has no walkthrough/action data for.
 pytestmark = pytest.mark.filterwarnings("ignore::Warning:jericho.*")

@@ -11,8 +11,8 @@ if shutil.which("java") is None:
     pytest.skip("TextWorldExpress needs Java >= 11 (apt-get install openjdk-17-jre-headless)", allow_module_level=True)
 
 from ttsearch.envs import list_tasks, make  # noqa: E402
+from ttsearch.envs.adapters.textworld_express import TextWorldExpressEnv  # noqa: E402
 from ttsearch.envs.check_env import check_env  # noqa: E402
-from ttsearch.envs.textworld_express_env import TextWorldExpressEnv  # noqa: E402
 
 
 def play(env, actions):

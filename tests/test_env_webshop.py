@@ -9,8 +9,8 @@ import pytest
 pytest.importorskip("rapidfuzz")
 
 from ttsearch.envs import EnvError, list_tasks, make  # noqa: E402
+from ttsearch.envs.adapters.webshop import WebShopEnv, load_catalog  # noqa: E402
 from ttsearch.envs.check_env import check_env  # noqa: E402
-from ttsearch.envs.webshop_env import WebShopEnv, load_catalog  # noqa: E402
 
 DATA = str(Path(__file__).parent / "data" / "webshop")
 

@@ -22,7 +22,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def imported():
-    from ttsearch.agents.gguf_import import import_smollm2
+    from ttsearch.training.gguf_import import import_smollm2
 
     return import_smollm2()
 
@@ -30,7 +30,7 @@ def imported():
 def test_import_is_idempotent_and_writes_a_plain_float32_folder(imported):
     import json
 
-    from ttsearch.agents.gguf_import import import_smollm2
+    from ttsearch.training.gguf_import import import_smollm2
 
     again = import_smollm2()
     assert again.skipped and again.path == imported.path
@@ -44,8 +44,8 @@ def test_folder_equals_the_gguf_model_and_backend_logprobs_equal_a_full_forward(
     from transformers import AutoModelForCausalLM
 
     from ttsearch.agents.base import ScoreRequest
-    from ttsearch.agents.gguf_import import find_gguf
-    from ttsearch.agents.transformers_backend import TransformersBackend
+    from ttsearch.agents.engines.transformers.backend import TransformersBackend
+    from ttsearch.training.gguf_import import find_gguf
 
     backend = TransformersBackend(imported.path, cache_bytes=64 << 20)
     tok = backend.tokenizer
@@ -67,7 +67,7 @@ def test_folder_equals_the_gguf_model_and_backend_logprobs_equal_a_full_forward(
 
 def test_greedy_chat_answer_is_coherent(imported):
     from ttsearch.agents.base import SamplingParams
-    from ttsearch.agents.transformers_backend import TransformersBackend
+    from ttsearch.agents.engines.transformers.backend import TransformersBackend
 
     backend = TransformersBackend(imported.path)
     tok = backend.tokenizer

@@ -8,19 +8,19 @@ import numpy as np
 import pytest
 import torch
 
-from ttsearch.agents.grpo_loss import (
+from ttsearch.envs.errors import ConfigError
+from ttsearch.training.grpo_loss import (
     Row,
     exact_token_kl,
     group_advantages,
     grpo_loss,
     sequence_token_logprobs,
 )
-from ttsearch.envs.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    from ttsearch.agents.tiny_model import make_model, train_tokenizer
+    from ttsearch.training.tiny_model import make_model, train_tokenizer
 
     tok = train_tokenizer(["go north", "go south", "you are in a room", "take coin"] * 20, vocab_size=300)
     return make_model(tok, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, seed=3), tok
@@ -107,8 +107,8 @@ def test_lora_pair_folder_loads_as_base_plus_adapter(tiny, tmp_path):
 
     from ttsearch.agents import ModelPair
     from ttsearch.agents.base import ScoreRequest
-    from ttsearch.agents.grpo_recipe import PRESETS, GrpoConfig, write_pair
-    from ttsearch.agents.tiny_model import save_pair_folder
+    from ttsearch.training.grpo_recipe import PRESETS, GrpoConfig, write_pair
+    from ttsearch.training.tiny_model import save_pair_folder
 
     model, tok = tiny
     reference_dir = save_pair_folder(copy.deepcopy(model), tok, tmp_path / "ref")
@@ -131,8 +131,8 @@ def test_lora_pair_folder_loads_as_base_plus_adapter(tiny, tmp_path):
     assert got_ref == pytest.approx(want_ref, abs=1e-5)
     assert max(abs(a - b) for a, b in zip(want_pol, want_ref, strict=True)) > 1e-3  # the adapter matters
     # Engines without LoRA (SGLang on a CPU) serve a merged folder: a plain model, same log-probs.
-    from ttsearch.agents.lora_adapter import servable_folder
-    from ttsearch.agents.transformers_backend import TransformersBackend
+    from ttsearch.agents.checkpoints.lora import servable_folder
+    from ttsearch.agents.engines.transformers.backend import TransformersBackend
 
     merged = servable_folder(tmp_path / "pair" / "policy", tmp_path / "serve")
     assert (merged / "config.json").is_file() and not (merged / "adapter_config.json").exists()

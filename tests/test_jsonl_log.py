@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ttsearch.benchmarks.jsonl_log import JsonlWriter, read_rows
+from ttsearch.benchmarks.run.jsonl_log import JsonlWriter, read_rows
 from ttsearch.envs.errors import ConfigError
 
 

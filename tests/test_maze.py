@@ -9,7 +9,7 @@ import pytest
 
 from ttsearch.envs import EnvError, make
 from ttsearch.envs.check_env import check_env
-from ttsearch.envs.maze import (
+from ttsearch.envs.maze.env import (
     ACTIONS,
     Layout,
     SlipperyMaze,
@@ -17,7 +17,7 @@ from ttsearch.envs.maze import (
     maze_tasks,
     transitions,
 )
-from ttsearch.envs.maze_solver import build_model, soft_solve, solve
+from ttsearch.envs.maze.solver import build_model, soft_solve, solve
 
 TINY = Layout(grid=("..G", ".O.", "..."), start=(2, 0))  # 6 open cells: 4**6 = 4096 policies
 SLIP, GAMMA = 0.2, 0.9

@@ -7,9 +7,9 @@ import pytest
 
 from ttsearch.envs.base import Step, Task, Trajectory
 from ttsearch.envs.errors import EnvError
-from ttsearch.envs.maze import ACTIONS, GOAL, PIT, Layout, transitions
-from ttsearch.envs.maze_attribution import decisive_mistake, horizon_values, task_info
-from ttsearch.envs.maze_solver import solve
+from ttsearch.envs.maze.attribution import decisive_mistake, horizon_values, task_info
+from ttsearch.envs.maze.env import ACTIONS, GOAL, PIT, Layout, transitions
+from ttsearch.envs.maze.solver import solve
 
 GAMMA = 0.95
 # start (1, 0); the pit is east of the start; the goal is 3 moves away (north, east, east).
@@ -157,7 +157,7 @@ def test_task_info_success_probability_and_bins():
 
 
 def test_pick_decisive_earliest_on_ties_and_tolerance():
-    from ttsearch.envs.maze_attribution import pick_decisive
+    from ttsearch.envs.maze.attribution import pick_decisive
 
     assert pick_decisive([0.0, 0.5, 0.2, 0.5]) == {"decisive_step": 1, "decisive_regret": 0.5}
     assert pick_decisive([0.0, 1e-13, 0.0]) == {"decisive_step": None, "decisive_regret": None}

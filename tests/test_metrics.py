@@ -8,16 +8,16 @@ import math
 import numpy as np
 import pytest
 
-from ttsearch.benchmarks.budget_tuning import EpisodeOutcome, tune
-from ttsearch.benchmarks.metrics_fa import all_methods, attribution_metrics
-from ttsearch.benchmarks.metrics_tts import (
+from ttsearch.benchmarks.report.budget_tuning import EpisodeOutcome, tune
+from ttsearch.benchmarks.report.metrics_fa import all_methods, attribution_metrics
+from ttsearch.benchmarks.report.metrics_tts import (
     best_of_n,
     best_of_n_curve,
     pass_at_k,
     selection_weights,
     subset_sizes,
 )
-from ttsearch.benchmarks.metrics_uq import (
+from ttsearch.benchmarks.report.metrics_uq import (
     auprc,
     auroc,
     ece,
@@ -186,7 +186,7 @@ def test_budget_tuning_picks_the_cheapest_arm_within_one_stderr():
 
 
 def test_positional_attribution_baselines_by_hand():
-    from ttsearch.benchmarks.metrics_fa import positional_baselines
+    from ttsearch.benchmarks.report.metrics_fa import positional_baselines
 
     out = positional_baselines([4, 2, 3], [3, 0, 1])
     # first step: errors 3, 0, 1; last step: predictions 3, 1, 2 -> errors 0, 1, 1

@@ -15,9 +15,9 @@ from ttsearch.agents import (
     Proposer,
     SamplingParams,
 )
-from ttsearch.agents.tiny_model import make_model, save_pair_folder, train_tokenizer
 from ttsearch.envs.base import Observation, Step, StepResult, Task, Trajectory
 from ttsearch.envs.errors import BackendError
+from ttsearch.training.tiny_model import make_model, save_pair_folder, train_tokenizer
 
 CORPUS = [
     "You are in a maze. There is a wall to the north and a pit to the east. Step 3 of 20.",

@@ -19,10 +19,10 @@ def test_wheel_holds_only_the_ttsearch_namespace_and_the_default_pair(tmp_path):
     assert tops == {"ttsearch", next(t for t in tops if t.endswith(".dist-info"))}, tops
     for package in ("envs", "agents", "scorers", "search", "benchmarks"):
         assert f"ttsearch/{package}/__init__.py" in names
-    assert "ttsearch/agents/pairs/maze/policy/config.json" in names
-    assert "ttsearch/agents/pairs/maze/reference/model.safetensors" in names
-    assert "ttsearch/agents/pairs/maze/rm/model.safetensors" in names  # the task reward model
-    assert "ttsearch/agents/pairs/smollm2-chain-sum/policy/adapter_model.safetensors" in names  # real LoRA
+    assert "ttsearch/agents/checkpoints/pairs/maze/policy/config.json" in names
+    assert "ttsearch/agents/checkpoints/pairs/maze/reference/model.safetensors" in names
+    assert "ttsearch/agents/checkpoints/pairs/maze/rm/model.safetensors" in names  # the task reward model
+    assert "ttsearch/agents/checkpoints/pairs/smollm2-chain-sum/policy/adapter_model.safetensors" in names  # real LoRA
     assert "ttsearch/benchmarks/configs/paper-maze.yaml" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "ttsearch = ttsearch.benchmarks.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

@@ -7,14 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from ttsearch.agents.maze_recipe import (
+from ttsearch.benchmarks.cli import main as cli_main
+from ttsearch.envs import ConfigError
+from ttsearch.training.maze_recipe import (
     PAIR_CONFIG_FILE,
     MazeRecipeConfig,
     demonstrator,
     train_maze_pair,
 )
-from ttsearch.benchmarks.cli import main as cli_main
-from ttsearch.envs import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +44,10 @@ def test_reference_imitates_the_demonstrator_and_rl_moves_toward_the_soft_optimu
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ttsearch.agents.maze_recipe import SYSTEM_PROMPT, _move_tokens
-    from ttsearch.agents.move_logprobs import chat_prompt_ids, next_token_logprobs
-    from ttsearch.benchmarks.prop1 import measure
-    from ttsearch.envs.maze import describe, generate_layout, maze_tasks
+    from ttsearch.benchmarks.perf.prop1 import measure
+    from ttsearch.envs.maze.env import describe, generate_layout, maze_tasks
+    from ttsearch.training.maze_recipe import SYSTEM_PROMPT, _move_tokens
+    from ttsearch.training.move_logprobs import chat_prompt_ids, next_token_logprobs
 
     out, _ = quick_pair
     config = MazeRecipeConfig.quick()

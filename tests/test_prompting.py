@@ -7,9 +7,9 @@ import copy
 import pytest
 
 from ttsearch.agents.prompting import PromptConfig, PromptRenderer
-from ttsearch.agents.tiny_model import train_tokenizer
 from ttsearch.envs.base import Observation, Step, StepResult, Task, Trajectory
 from ttsearch.envs.errors import ConfigError
+from ttsearch.training.tiny_model import train_tokenizer
 
 CORPUS = [
     "You are in a maze. There is a wall to the north and a pit to the east. Step 3 of 20.",

@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ttsearch.agents.base import SamplingParams, ScoreRequest
-from ttsearch.agents.radix_cache import RadixCache
-from ttsearch.agents.tiny_model import make_model, train_tokenizer
-from ttsearch.agents.transformers_backend import TransformersBackend
+from ttsearch.agents.engines.transformers.backend import TransformersBackend
+from ttsearch.agents.engines.transformers.radix_cache import RadixCache
 from ttsearch.envs.errors import BackendError, ConfigError
+from ttsearch.training.tiny_model import make_model, train_tokenizer
 
 ATOL = 1e-5
 
@@ -329,7 +329,7 @@ def test_rows_sharing_new_tokens_in_one_call_read_the_stored_bits(model):
 
 def test_naive_generate_baseline_draws_the_same_samples(model):
     """The benchmark's model.generate baseline must be the same search, only without reuse."""
-    from ttsearch.benchmarks.naive_generate import NaiveGenerateBackend
+    from ttsearch.benchmarks.perf.naive_generate import NaiveGenerateBackend
 
     engine, naive = TransformersBackend(model), NaiveGenerateBackend(model)
     prompts = [tuple(range(40, 60)), tuple(range(40, 52))]
@@ -351,7 +351,7 @@ def test_beam_search_is_the_same_with_and_without_the_cache():
     """One short beam episode per env, three engines (cached, uncached, naive generate)."""
     from dataclasses import replace
 
-    from ttsearch.benchmarks import bench_prefix_cache as bench
+    from ttsearch.benchmarks.perf import prefix_cache as bench
 
     tok = bench._tokenizer()
     policy = make_model(

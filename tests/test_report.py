@@ -1,4 +1,4 @@
-"""`ttsearch report` on a synthetic run folder (benchmarks/RUN_SCHEMA.md) with hand-computed metrics."""
+"""`ttsearch report` on a synthetic run folder (docs/run_schema.md) with hand-computed metrics."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ttsearch.benchmarks.report import build_report, load_run
+from ttsearch.benchmarks.report.tables import build_report, load_run
 from ttsearch.envs.errors import ConfigError
 
 SCORERS = ["pa", "lp", "rm"]

@@ -9,11 +9,11 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from ttsearch.agents.rm_text import encode, prefix_texts  # noqa: E402
-from ttsearch.agents.tiny_model import make_model, save_pair_folder, train_tokenizer  # noqa: E402
 from ttsearch.envs.base import Observation, Step, StepResult, Task, Trajectory  # noqa: E402
 from ttsearch.envs.errors import ConfigError  # noqa: E402
 from ttsearch.scorers import RewardModel, make_scorer  # noqa: E402
+from ttsearch.scorers.reward_model_text import encode, prefix_texts  # noqa: E402
+from ttsearch.training.tiny_model import make_model, save_pair_folder, train_tokenizer  # noqa: E402
 
 CORPUS = ["you are in a room with a door", "open door", "the door opens onto a hall",
           "go north", "a long corridor stretches east and west", "go east", "you see a key"]
@@ -212,7 +212,7 @@ def test_bad_inputs_raise_one_line_config_errors(tok, rm1, tmp_path):
 
 def test_trajectory_best_of_n_picks_the_rollout_the_reward_model_ranks_first():
     from ttsearch.agents import Agent, ModelPair, PlainActionParser, SamplingParams
-    from ttsearch.agents.pairs import default_pair_dir
+    from ttsearch.agents.checkpoints.shipped import default_pair_dir
     from ttsearch.envs import list_tasks
     from ttsearch.search import Budget, make_controller
 

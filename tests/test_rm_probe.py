@@ -14,12 +14,12 @@ pytest.importorskip("sklearn")
 
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
-from ttsearch.agents.reward_model_training import RM_ENVS, RMRecipe, train_reward_model  # noqa: E402
-from ttsearch.agents.rm_probe import fit_probe, head_features, load_probe_base, set_head  # noqa: E402
-from ttsearch.agents.tiny_model import make_model, save_pair_folder, train_tokenizer  # noqa: E402
 from ttsearch.envs.base import Observation, Step, StepResult  # noqa: E402
 from ttsearch.envs.errors import ConfigError  # noqa: E402
 from ttsearch.scorers import make_scorer  # noqa: E402
+from ttsearch.training.reward_model_training import RM_ENVS, RMRecipe, train_reward_model  # noqa: E402
+from ttsearch.training.rm_probe import fit_probe, head_features, load_probe_base, set_head  # noqa: E402
+from ttsearch.training.tiny_model import make_model, save_pair_folder, train_tokenizer  # noqa: E402
 
 SYSTEM = "Solve the problem."
 PROBLEMS = [(a, b) for a in range(1, 5) for b in range(1, 4)]

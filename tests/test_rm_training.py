@@ -9,8 +9,13 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from ttsearch.agents.pairs import default_pair_dir  # noqa: E402
-from ttsearch.agents.reward_model_training import (  # noqa: E402
+from ttsearch.agents.checkpoints.shipped import default_pair_dir  # noqa: E402
+from ttsearch.benchmarks.cli import main as cli_main  # noqa: E402
+from ttsearch.envs import list_tasks  # noqa: E402
+from ttsearch.envs.base import Observation, Step, StepResult, Task, Trajectory  # noqa: E402
+from ttsearch.envs.errors import ConfigError  # noqa: E402
+from ttsearch.scorers import make_scorer  # noqa: E402
+from ttsearch.training.reward_model_training import (  # noqa: E402
     Example,
     RMRecipe,
     auroc,
@@ -19,11 +24,6 @@ from ttsearch.agents.reward_model_training import (  # noqa: E402
     prefix_examples,
     roll_out,
 )
-from ttsearch.benchmarks.cli import main as cli_main  # noqa: E402
-from ttsearch.envs import list_tasks  # noqa: E402
-from ttsearch.envs.base import Observation, Step, StepResult, Task, Trajectory  # noqa: E402
-from ttsearch.envs.errors import ConfigError  # noqa: E402
-from ttsearch.scorers import make_scorer  # noqa: E402
 
 
 class ChatML:

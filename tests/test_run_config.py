@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from ttsearch.benchmarks import cli
-from ttsearch.benchmarks.run_config import load_config, parse_config
+from ttsearch.benchmarks.run.config import load_config, parse_config
 from ttsearch.envs.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "benchmarks" / "configs"

@@ -22,8 +22,8 @@ import torch
 import yaml
 
 from ttsearch.benchmarks import cli
-from ttsearch.benchmarks.run_config import load_config, parse_config
-from ttsearch.benchmarks.runner import SPLIT_WRITE_ENV, RunStore, run_experiment, setup
+from ttsearch.benchmarks.run.config import load_config, parse_config
+from ttsearch.benchmarks.run.runner import SPLIT_WRITE_ENV, RunStore, run_experiment, setup
 from ttsearch.envs.errors import ConfigError
 
 SMOKE = Path(__file__).resolve().parents[1] / "benchmarks" / "configs" / "smoke-maze.yaml"
@@ -100,7 +100,7 @@ def test_scores_equal_full_forward_recomputation(reference_run):
     full forward pass of both checkpoints and compare with the numbers in the rows."""
     from transformers import AutoModelForCausalLM
 
-    from ttsearch.benchmarks.runner import rescore_needs
+    from ttsearch.benchmarks.run.runner import rescore_needs
     from ttsearch.search import Budget, make_controller
 
     _, rows = reference_run

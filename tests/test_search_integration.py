@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from ttsearch.agents import Agent, ModelPair, PromptConfig, SamplingParams
-from ttsearch.agents.tiny_model import make_model, train_tokenizer
-from ttsearch.agents.transformers_backend import TransformersBackend
+from ttsearch.agents.engines.transformers.backend import TransformersBackend
 from ttsearch.envs import list_tasks
-from ttsearch.envs.maze import ACTIONS, SYSTEM_PROMPT, describe, generate_layout
+from ttsearch.envs.maze.env import ACTIONS, SYSTEM_PROMPT, describe, generate_layout
 from ttsearch.scorers import make_scorer
 from ttsearch.search import CONTROLLERS, Budget, make_controller
+from ttsearch.training.tiny_model import make_model, train_tokenizer
 
 SMALL = {
     "greedy": {}, "trajectory_best_of_n": {"n": 3}, "step_best_of_n": {"k": 3},

@@ -23,8 +23,8 @@ from ttsearch.search.sweep import (
 from ttsearch.search.testing import Choice, FakeProposer
 
 COMMANDS = {
-    "bench search": ("ttsearch.benchmarks.bench_search", "search bench"),
-    "sweep": ("ttsearch.benchmarks.sweep_cmd", "budget sweep"),
+    "bench search": ("ttsearch.benchmarks.perf.search", "search bench"),
+    "sweep": ("ttsearch.benchmarks.cli.sweep_cmd", "budget sweep"),
 }
 
 
@@ -90,8 +90,8 @@ def test_budget_grid_and_plot(tmp_path):
 @pytest.fixture(scope="module")
 def pair_dir(tmp_path_factory):
     from ttsearch.agents import PairManifest, PromptConfig
-    from ttsearch.agents.tiny_model import make_model, save_pair_folder, train_tokenizer
-    from ttsearch.envs.maze import ACTIONS, SYSTEM_PROMPT, describe, generate_layout
+    from ttsearch.envs.maze.env import ACTIONS, SYSTEM_PROMPT, describe, generate_layout
+    from ttsearch.training.tiny_model import make_model, save_pair_folder, train_tokenizer
 
     layout = generate_layout(0)
     tok = train_tokenizer([SYSTEM_PROMPT, *ACTIONS] * 5 + [describe(layout, c) for c in layout.free_cells],
@@ -158,7 +158,7 @@ def test_command_errors_are_one_line(pair_dir, capsys):
 
 
 def test_bench_cells_options_and_early_stop_overrides():
-    from ttsearch.benchmarks.bench_search import build_cells
+    from ttsearch.benchmarks.perf.search import build_cells
 
     argv = ["bench", "search", "--controllers", "step_best_of_n,beam", "--scorers", "progress_advantage",
             "--early-stop", 'step_best_of_n={"name": "gate", "threshold": 0.8}',

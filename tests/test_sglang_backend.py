@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from ttsearch.agents.base import SamplingParams, ScoreRequest
-from ttsearch.agents.sglang_server import SGL_KERNEL_STANDIN, free_port
+from ttsearch.agents.engines.sglang.server import SGL_KERNEL_STANDIN, free_port
 from ttsearch.envs.errors import BackendError
 
 
@@ -87,7 +87,7 @@ def test_copy_all_layer_kv_cache_is_gather_then_scatter(standin):
 
 
 def test_connect_to_nothing_is_a_clear_error():
-    from ttsearch.agents.sglang_backend import SGLangBackend
+    from ttsearch.agents.engines.sglang.backend import SGLangBackend
 
     with pytest.raises(BackendError, match="no healthy SGLang server"):
         SGLangBackend(f"http://127.0.0.1:{free_port()}")
@@ -97,7 +97,11 @@ def test_own_torchvision_standin_does_not_count_as_installed(monkeypatch):
     """An in-process Engine puts our stand-in on sys.path; servers launched later still need it."""
     import importlib.util
 
-    from ttsearch.agents.sglang_server import SERVER_SHIMS, needs_torchvision_shim, runtime_env
+    from ttsearch.agents.engines.sglang.server import (
+        SERVER_SHIMS,
+        needs_torchvision_shim,
+        runtime_env,
+    )
 
     real = importlib.util.find_spec("torchvision")
     if real is not None and not str(real.origin).startswith(str(SERVER_SHIMS)):
@@ -111,7 +115,7 @@ def test_own_torchvision_standin_does_not_count_as_installed(monkeypatch):
 # -- a real server ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from ttsearch.agents.tiny_model import make_model, save_pair_folder, train_tokenizer
+    from ttsearch.training.tiny_model import make_model, save_pair_folder, train_tokenizer
 
     tok = train_tokenizer(CORPUS, vocab_size=400)
     # init_std 0.1: peaky random distributions, so greedy argmax ties cannot blur the test
@@ -134,7 +138,7 @@ def truth(model_dir):
 
 @pytest.fixture(scope="module")
 def server(model_dir, tmp_path_factory):
-    from ttsearch.agents.sglang_server import ServerConfig, SGLangServer
+    from ttsearch.agents.engines.sglang.server import ServerConfig, SGLangServer
 
     srv = SGLangServer(
         ServerConfig(model_path=model_dir), run_dir=tmp_path_factory.mktemp("run"), name="policy"
@@ -146,7 +150,7 @@ def server(model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def backend(server):
-    from ttsearch.agents.sglang_backend import SGLangBackend
+    from ttsearch.agents.engines.sglang.backend import SGLangBackend
 
     return SGLangBackend(server)
 
@@ -280,7 +284,7 @@ def test_seeds_are_not_silently_honoured_on_cpu(backend):
 
 @server_test
 def test_connected_url_probe_and_rescore_mode(server, truth):
-    from ttsearch.agents.sglang_backend import SGLangBackend
+    from ttsearch.agents.engines.sglang.backend import SGLangBackend
 
     by_url = SGLangBackend(server.url)  # logprobs="auto": probes the server once
     assert by_url._rescore is False  # our launcher sets SGLANG_RETURN_ORIGINAL_LOGPROB=1
@@ -316,7 +320,7 @@ def test_killed_server_gives_backend_error_with_log(server, backend):
 
 @server_test
 def test_in_process_engine_matches_full_forward(server, model_dir, truth):
-    from ttsearch.agents.sglang_backend import SGLangBackend
+    from ttsearch.agents.engines.sglang.backend import SGLangBackend
 
     server.stop()  # one 2 GB runtime at a time
     with SGLangBackend.in_process(model_dir) as engine:

@@ -30,15 +30,15 @@ TASKS = 2
 @pytest.fixture(scope="module")
 def tf_pair():
     from ttsearch.agents import ModelPair
-    from ttsearch.agents.pairs import default_pair_dir
+    from ttsearch.agents.checkpoints.shipped import default_pair_dir
 
     return ModelPair.load_dir(default_pair_dir("maze"))
 
 
 @pytest.fixture(scope="module")
 def servers(tf_pair, tmp_path_factory):
-    from ttsearch.agents.pairs import default_pair_dir
-    from ttsearch.agents.sglang_server import ServerConfig, SGLangServer
+    from ttsearch.agents.checkpoints.shipped import default_pair_dir
+    from ttsearch.agents.engines.sglang.server import ServerConfig, SGLangServer
 
     run_dir, folder = tmp_path_factory.mktemp("engines"), default_pair_dir("maze")
     # Started here, one after the other: a server's parent-death signal fires when the thread
@@ -73,9 +73,9 @@ def _beam():
 def sglang_beams(servers, tf_pair, tasks):
     """The SGLang beam on each task, every proposal recorded, with cache accounting around it."""
     from ttsearch.agents import Agent, PlainActionParser, SamplingParams
-    from ttsearch.agents.sglang_backend import SGLangBackend
-    from ttsearch.benchmarks.engine_replay import RecordingProposer
-    from ttsearch.benchmarks.engine_stats import ResponseTally, log_offset, prefill_tally
+    from ttsearch.agents.engines.sglang.backend import SGLangBackend
+    from ttsearch.benchmarks.perf.engine_replay import RecordingProposer
+    from ttsearch.benchmarks.perf.engine_stats import ResponseTally, log_offset, prefill_tally
     from ttsearch.scorers import make_scorer
     from ttsearch.search import Budget
 
@@ -99,8 +99,8 @@ def sglang_beams(servers, tf_pair, tasks):
 
 def _replay(tf_pair, task, records):
     from ttsearch.agents import ModelPair
-    from ttsearch.agents.pairs import default_pair_dir
-    from ttsearch.benchmarks.engine_replay import ReplayProposer
+    from ttsearch.agents.checkpoints.shipped import default_pair_dir
+    from ttsearch.benchmarks.perf.engine_replay import ReplayProposer
     from ttsearch.scorers import make_scorer
     from ttsearch.search import Budget
 
@@ -137,7 +137,7 @@ def test_replay_comparison_can_fail(sglang_beams, tf_pair):
     bad = replace(cand, policy_logprobs=tuple(x + 0.5 for x in cand.policy_logprobs))
     groups = ((bad, *record.candidates[0][1:]), *record.candidates[1:])
     first_call = [replace(record, candidates=groups)]
-    from ttsearch.benchmarks.engine_replay import ReplayProposer
+    from ttsearch.benchmarks.perf.engine_replay import ReplayProposer
 
     replay = ReplayProposer(first_call, tf_pair)
     replay.propose([_root_state(task)], k=record.k, seed=0)

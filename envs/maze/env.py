@@ -1,0 +1,257 @@
+"""The slippery maze: a small stochastic grid MDP with irreversible pits, solvable exactly.
+
+    env = make("maze", layout_seed=7)        # one layout per seed; slip=0.1 by default
+    obs = env.reset(seed=0)                  # seeds the slip generator
+    env.step("north")                        # north | east | south | west
+
+Each step the agent moves in the chosen direction with probability ``1 - slip`` and slips to
+one of the two perpendicular directions with probability ``slip / 2`` each. Moving into a wall
+or the border leaves it in place. Entering the goal ends the episode with reward 1; entering a
+pit ends it with reward 0 (irreversible failure). After ``max_steps`` steps the episode is
+truncated. Any other action text costs a step, leaves the agent in place, and is answered with
+the invalid-action feedback.
+
+The environment is the ground truth for Proposition 1 and for failure attribution:
+``ttsearch.envs.maze.solver`` computes the exact optimal values and the exact KL-regularised
+soft Q*/V*/A* of every layout. Layouts are split by a hash of their *content* (not their
+seed), so a held-out (``split="test"``) layout never appears in training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from ttsearch.envs.base import Env, Observation, StepResult, Task
+from ttsearch.envs.errors import EnvError, unknown_choice
+
+ACTIONS: tuple[str, ...] = ("north", "east", "south", "west")
+MOVES: dict[str, tuple[int, int]] = {"north": (-1, 0), "east": (0, 1), "south": (1, 0), "west": (0, -1)}
+PERPENDICULAR: dict[str, tuple[str, str]] = {
+    "north": ("east", "west"), "south": ("east", "west"),
+    "east": ("north", "south"), "west": ("north", "south"),
+}
+OPEN, WALL, PIT, GOAL = ".", "#", "O", "G"
+SPLITS = ("train", "test")
+TEST_FRACTION_PER_MILLE = 200  # 20% of all layouts (by content hash) are held out
+
+SYSTEM_PROMPT = "Slippery maze: reach goal G, avoid pits O, walls # block. Answer one move: north, east, south or west."
+
+
+@dataclass(frozen=True)  # no slots: cached_property needs __dict__
+class Layout:
+    """A maze layout: ``grid[r][c]`` in {'.', '#', 'O', 'G'}, and the start cell."""
+
+    grid: tuple[str, ...]
+    start: tuple[int, int]
+
+    @property
+    def size(self) -> int:
+        return len(self.grid)
+
+    def cell(self, pos: tuple[int, int]) -> str:
+        r, c = pos
+        if 0 <= r < self.size and 0 <= c < self.size:
+            return self.grid[r][c]
+        return WALL
+
+    @cached_property
+    def goal(self) -> tuple[int, int]:
+        return next((r, c) for r, row in enumerate(self.grid) for c, ch in enumerate(row) if ch == GOAL)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        text = "\n".join(self.grid) + f"\n{self.start}"
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    @property
+    def split(self) -> str:
+        return "test" if int(self.fingerprint[:8], 16) % 1000 < TEST_FRACTION_PER_MILLE else "train"
+
+    @cached_property
+    def free_cells(self) -> tuple[tuple[int, int], ...]:
+        """Non-terminal cells the agent can stand on (open cells)."""
+        return tuple((r, c) for r in range(self.size) for c in range(self.size) if self.grid[r][c] == OPEN)
+
+
+def generate_layout(seed: int, *, size: int = 5, n_walls: int = 3, n_pits: int = 2) -> Layout:
+    """A random solvable layout: the goal is reachable from the start without touching a pit."""
+    if size < 3:
+        raise EnvError(f"maze size must be >= 3, got {size}")
+    if n_walls + n_pits + 2 > size * size:
+        raise EnvError(f"{n_walls} walls + {n_pits} pits do not fit a {size}x{size} maze; lower them")
+    rng = np.random.default_rng(seed)
+    for _ in range(1000):
+        cells = rng.permutation(size * size)
+        start, goal = divmod(int(cells[0]), size), divmod(int(cells[1]), size)
+        if abs(start[0] - goal[0]) + abs(start[1] - goal[1]) < size - 1:
+            continue  # keep episodes long enough to need several decisions
+        grid = [[OPEN] * size for _ in range(size)]
+        grid[goal[0]][goal[1]] = GOAL
+        for index in cells[2 : 2 + n_walls]:
+            r, c = divmod(int(index), size)
+            grid[r][c] = WALL
+        for index in cells[2 + n_walls : 2 + n_walls + n_pits]:
+            r, c = divmod(int(index), size)
+            grid[r][c] = PIT
+        layout = Layout(tuple("".join(row) for row in grid), start)
+        if _reachable(layout, start, goal):
+            return layout
+    raise EnvError(f"could not generate a solvable maze for seed {seed}; use fewer walls/pits")
+
+
+def _reachable(layout: Layout, start: tuple[int, int], goal: tuple[int, int]) -> bool:
+    seen, queue = {start}, deque([start])
+    while queue:
+        pos = queue.popleft()
+        if pos == goal:
+            return True
+        for dr, dc in MOVES.values():
+            nxt = (pos[0] + dr, pos[1] + dc)
+            if nxt not in seen and layout.cell(nxt) in (OPEN, GOAL):
+                seen.add(nxt)
+                queue.append(nxt)
+    return False
+
+
+def transitions(layout: Layout, pos: tuple[int, int], action: str, slip: float) -> list[tuple[float, tuple[int, int]]]:
+    """Exact next-cell distribution ``[(prob, cell), ...]`` of ``action`` from ``pos``."""
+    outcomes: dict[tuple[int, int], float] = {}
+    side_a, side_b = PERPENDICULAR[action]
+    for direction, prob in ((action, 1.0 - slip), (side_a, slip / 2), (side_b, slip / 2)):
+        if prob <= 0:
+            continue
+        dr, dc = MOVES[direction]
+        nxt = (pos[0] + dr, pos[1] + dc)
+        if layout.cell(nxt) == WALL:
+            nxt = pos
+        outcomes[nxt] = outcomes.get(nxt, 0.0) + prob
+    return [(prob, cell) for cell, prob in outcomes.items()]
+
+
+def describe(layout: Layout, pos: tuple[int, int]) -> str:
+    """The observation text: the map with the agent 'A', the goal offset, and the four neighbours."""
+    rows = []
+    for r, row in enumerate(layout.grid):
+        cells = ["A" if (r, c) == pos else ch for c, ch in enumerate(row)]
+        rows.append(" ".join(cells))
+    dr, dc = layout.goal[0] - pos[0], layout.goal[1] - pos[1]
+    offset = []
+    if dr:
+        offset.append(f"{abs(dr)} {'south' if dr > 0 else 'north'}")
+    if dc:
+        offset.append(f"{abs(dc)} {'east' if dc > 0 else 'west'}")
+    names = {OPEN: "open", WALL: "wall", PIT: "pit", GOAL: "goal"}
+    around = [f"{a} {names[layout.cell((pos[0] + MOVES[a][0], pos[1] + MOVES[a][1]))]}" for a in ACTIONS]
+    return "\n".join(rows) + "\ngoal " + " ".join(offset) + "\n" + "\n".join(around)
+
+
+class SlipperyMaze(Env):
+    """The slippery maze for one layout (see the module docstring)."""
+
+    metadata = {"actions": ACTIONS}
+    deterministic = True  # stochastic, but fully determined by reset(seed) + actions
+    system_prompt = SYSTEM_PROMPT
+
+    def __init__(self, layout_seed: int = 0, *, size: int = 5, slip: float = 0.1, n_walls: int = 3,
+                 n_pits: int = 2, max_steps: int = 20, gamma: float = 0.95, layout: Layout | None = None):
+        """``layout`` overrides the generated one (hand-made mazes); ``gamma`` is for the solvers."""
+        if not 0.0 <= slip <= 1.0:
+            raise EnvError(f"slip must be a probability in [0, 1], got {slip}")
+        if max_steps < 1:
+            raise EnvError(f"max_steps must be >= 1, got {max_steps}")
+        if not 0.0 < gamma <= 1.0:
+            raise EnvError(f"gamma must be in (0, 1], got {gamma}")
+        self.layout_seed = layout_seed
+        self._kwargs = dict(size=size, slip=slip, n_walls=n_walls, n_pits=n_pits, max_steps=max_steps,
+                            gamma=gamma, layout=layout)
+        self.layout = layout or generate_layout(layout_seed, size=size, n_walls=n_walls, n_pits=n_pits)
+        self.slip, self.max_steps, self.gamma = slip, max_steps, gamma
+        self._rng = np.random.default_rng(0)
+        self._pos = self.layout.start
+        self._t = 0
+        self._done = False
+
+    @property
+    def position(self) -> tuple[int, int]:
+        return self._pos
+
+    def _observation(self) -> Observation:
+        return Observation(describe(self.layout, self._pos), admissible_actions=ACTIONS,
+                           info={"position": self._pos, "t": self._t})
+
+    def reset(self, *, seed: int | None = None) -> Observation:
+        self._rng = np.random.default_rng(seed)
+        self._pos, self._t, self._done = self.layout.start, 0, False
+        return self._observation()
+
+    def step(self, action: str) -> StepResult:
+        if self._done:
+            raise EnvError("step() called after the episode ended; call reset() first")
+        self._t += 1
+        move = action.strip().lower()
+        info: dict[str, Any] = {}
+        if move in MOVES:
+            intended = transitions(self.layout, self._pos, move, 0.0)[0][1]
+            outcomes = transitions(self.layout, self._pos, move, self.slip)
+            index = self._rng.choice(len(outcomes), p=[p for p, _ in outcomes])
+            self._pos = outcomes[index][1]
+            info["slipped"] = self._pos != intended
+        else:
+            info["invalid_action"] = True
+        cell = self.layout.cell(self._pos)
+        terminated = cell in (GOAL, PIT)
+        reward = 1.0 if cell == GOAL else 0.0
+        truncated = not terminated and self._t >= self.max_steps
+        self._done = terminated or truncated
+        observation = self._observation()
+        if info.get("invalid_action"):
+            observation = Observation(
+                f"Invalid action {action.strip()[:40]!r}. Valid actions: {', '.join(ACTIONS)}.\n" + observation.text,
+                admissible_actions=ACTIONS, info=observation.info,
+            )
+        info["cell"] = cell
+        return StepResult(observation, reward, terminated, truncated, info)
+
+    def snapshot(self) -> Any:
+        return (self._pos, self._t, self._done, self._rng.bit_generator.state)
+
+    def restore(self, snapshot: Any) -> None:
+        self._pos, self._t, self._done, rng_state = snapshot
+        self._rng = np.random.default_rng()
+        self._rng.bit_generator.state = rng_state
+
+    def gold_actions(self) -> Sequence[str] | None:
+        """Play the optimal policy from reset(seed=0) (the slips are part of that seed)."""
+        from ttsearch.envs.maze.solver import solve
+
+        solution = solve(self.layout, slip=self.slip, gamma=self.gamma)
+        replay = SlipperyMaze(self.layout_seed, **self._kwargs)
+        replay.reset(seed=0)
+        actions: list[str] = []
+        while len(actions) < self.max_steps:
+            action = solution.optimal_action(replay.position)
+            actions.append(action)
+            result = replay.step(action)
+            if result.done:
+                return actions if result.reward >= 1.0 else None
+        return None
+
+
+def maze_tasks(*, split: str = "test", start: int = 0, episode_seed: int = 0, **kwargs: Any) -> Iterator[Task]:
+    """Layouts of one split, in seed order (endless): ``Task(env="maze", id="maze-<seed>")``."""
+    if split not in SPLITS:
+        raise EnvError(unknown_choice("maze split", split, SPLITS))
+    geometry = {k: kwargs[k] for k in ("size", "n_walls", "n_pits") if k in kwargs}
+    seed = start
+    while True:
+        if generate_layout(seed, **geometry).split == split:
+            yield Task(env="maze", id=f"maze-{seed}", seed=episode_seed + seed,
+                       kwargs={"layout_seed": seed, **kwargs}, split=split)
+        seed += 1
