@@ -66,7 +66,9 @@ class Task:
     split: str = "test"
 
     def make(self) -> Env:
-        from ttsearch.envs.registry import make
+        from ttsearch.envs.registry import (
+            make,  # the registry imports this module (a cycle at the top)
+        )
 
         return make(self.env, **dict(self.kwargs))
 

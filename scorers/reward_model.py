@@ -78,6 +78,7 @@ def resolve_rm_path(path: str | Path | None) -> Path:
 
 def load_reward_model(folder: Path, *, device: str = "cpu") -> tuple[Any, Any]:
     """(model, tokenizer) from a sequence-classification folder; anything else -> ConfigError."""
+    # transformers: imported when a reward model is loaded
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     config = AutoConfig.from_pretrained(folder)

@@ -130,10 +130,11 @@ def cheapest_within(points: Sequence[SweepPoint], tolerance: float) -> SweepPoin
 def plot_sweep(points: Sequence[SweepPoint], path: str | Path, *, title: str = "success vs compute",
                cheapest: SweepPoint | None = None) -> Path:
     """Success rate (± stderr) against mean tokens per episode, each point labelled by its budget."""
+    # matplotlib: only for the plot
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after selecting the Agg backend
 
     ordered = sorted(points, key=lambda p: p.mean_tokens)
     fig, ax = plt.subplots(figsize=(6, 4))

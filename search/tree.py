@@ -157,10 +157,11 @@ class SearchTree:
         if len(self) > max_nodes:
             raise ConfigError(f"the tree has {len(self)} nodes, more than max_nodes={max_nodes} for a picture; "
                               "raise max_nodes or export it with write_graphml/write_json instead")
+        # matplotlib: only for drawing
         import matplotlib
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # after selecting the Agg backend
 
         pos = self.layout()
         width = max(4.0, min(40.0, 0.6 * (1 + max(x for x, _ in pos.values()))))

@@ -9,14 +9,8 @@ import pytest
 
 from ttsearch.envs import EnvError, make
 from ttsearch.envs.check_env import check_env
-from ttsearch.envs.maze.env import (
-    ACTIONS,
-    Layout,
-    SlipperyMaze,
-    generate_layout,
-    maze_tasks,
-    transitions,
-)
+from ttsearch.envs.maze.env import SlipperyMaze, maze_tasks
+from ttsearch.envs.maze.layout import ACTIONS, Layout, generate_layout, transitions
 from ttsearch.envs.maze.solver import build_model, soft_solve, solve
 
 TINY = Layout(grid=("..G", ".O.", "..."), start=(2, 0))  # 6 open cells: 4**6 = 4096 policies

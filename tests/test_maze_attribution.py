@@ -8,7 +8,7 @@ import pytest
 from ttsearch.envs.base import Step, Task, Trajectory
 from ttsearch.envs.errors import EnvError
 from ttsearch.envs.maze.attribution import decisive_mistake, horizon_values, task_info
-from ttsearch.envs.maze.env import ACTIONS, GOAL, PIT, Layout, transitions
+from ttsearch.envs.maze.layout import ACTIONS, GOAL, PIT, Layout, transitions
 from ttsearch.envs.maze.solver import solve
 
 GAMMA = 0.95

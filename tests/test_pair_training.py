@@ -45,7 +45,8 @@ def test_reference_imitates_the_demonstrator_and_rl_moves_toward_the_soft_optimu
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ttsearch.benchmarks.perf.prop1 import measure
-    from ttsearch.envs.maze.env import describe, generate_layout, maze_tasks
+    from ttsearch.envs.maze.env import maze_tasks
+    from ttsearch.envs.maze.layout import describe, generate_layout
     from ttsearch.training.maze_recipe import SYSTEM_PROMPT, _move_tokens
     from ttsearch.training.move_logprobs import chat_prompt_ids, next_token_logprobs
 

@@ -13,7 +13,8 @@ import torch
 from ttsearch.agents import Agent, ModelPair, PromptConfig, SamplingParams
 from ttsearch.agents.engines.transformers.backend import TransformersBackend
 from ttsearch.envs import list_tasks
-from ttsearch.envs.maze.env import ACTIONS, SYSTEM_PROMPT, describe, generate_layout
+from ttsearch.envs.maze.env import SYSTEM_PROMPT
+from ttsearch.envs.maze.layout import ACTIONS, describe, generate_layout
 from ttsearch.scorers import make_scorer
 from ttsearch.search import CONTROLLERS, Budget, make_controller
 from ttsearch.training.tiny_model import make_model, train_tokenizer

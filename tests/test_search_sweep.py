@@ -90,7 +90,8 @@ def test_budget_grid_and_plot(tmp_path):
 @pytest.fixture(scope="module")
 def pair_dir(tmp_path_factory):
     from ttsearch.agents import PairManifest, PromptConfig
-    from ttsearch.envs.maze.env import ACTIONS, SYSTEM_PROMPT, describe, generate_layout
+    from ttsearch.envs.maze.env import SYSTEM_PROMPT
+    from ttsearch.envs.maze.layout import ACTIONS, describe, generate_layout
     from ttsearch.training.tiny_model import make_model, save_pair_folder, train_tokenizer
 
     layout = generate_layout(0)

@@ -35,10 +35,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ttsearch.envs.errors import ConfigError
-from ttsearch.envs.maze.env import ACTIONS, Layout, describe, generate_layout, maze_tasks
+from ttsearch.envs.maze.env import maze_tasks
+from ttsearch.envs.maze.layout import ACTIONS, Layout, describe, generate_layout
 from ttsearch.envs.maze.solver import build_model, solve
+from ttsearch.training.move_logprobs import (
+    action_turn_ids,
+    chat_prompt_ids,
+    continuation_logprobs,
+    next_token_and_stop_logprobs,
+    next_token_logprobs,
+)
+from ttsearch.training.tiny_model import make_model, save_pair_folder, train_tokenizer
 
 PAIR_CONFIG_FILE = "ttsearch_pair.json"
 PROMPT = {"max_history_turns": 0, "system_prompt": ""}
@@ -178,7 +189,6 @@ def _outcome_matrix(layout: Layout, slip: float) -> np.ndarray:
 
 def _with_other(logp_moves):
     """Append log p('any other text') = log(1 − Σ p(moves)) as a fifth column."""
-    import torch
 
     total = torch.logsumexp(logp_moves, dim=1, keepdim=True).clamp(max=-1e-6)
     other = torch.log(-torch.expm1(total))
@@ -193,10 +203,6 @@ def train_maze_pair(config: MazeRecipeConfig, out_dir: str | Path, *, reference_
     written by an earlier run); ``policy_dir`` also continues RL from that policy instead of
     starting it at the reference (more RL iterations without redoing the first ones).
     """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from ttsearch.training.tiny_model import save_pair_folder
 
     out_dir = Path(out_dir)
     torch.manual_seed(config.seed)
@@ -241,8 +247,6 @@ def train_maze_pair(config: MazeRecipeConfig, out_dir: str | Path, *, reference_
 
 
 def _move_tokens(tokenizer) -> list[int]:
-    from ttsearch.training.move_logprobs import action_turn_ids
-
     turns = action_turn_ids(tokenizer, ACTIONS)
     if any(len(turn) != 2 for turn in turns):
         raise ConfigError(f"each move must be one token for this recipe; got {turns}: raise vocab_size")
@@ -251,14 +255,6 @@ def _move_tokens(tokenizer) -> list[int]:
 
 def _sft(config: MazeRecipeConfig, layouts: list[tuple[int, Layout]], rng: np.random.Generator, log):
     """Tokenizer + from-scratch model trained to imitate the noisy expert (-> π_ref)."""
-    import torch
-
-    from ttsearch.training.move_logprobs import (
-        action_turn_ids,
-        chat_prompt_ids,
-        continuation_logprobs,
-    )
-    from ttsearch.training.tiny_model import make_model, train_tokenizer
 
     corpus = list(ACTIONS)
     for _, layout in layouts[:300]:
@@ -306,13 +302,6 @@ def _rl(config: MazeRecipeConfig, model, reference, tokenizer, layouts: list[tup
     The loss is the cross-entropy to the target (bounded gradients) plus a small squared error
     in log space, which makes the rare, bad actions' log-ratios converge too.
     """
-    import torch
-
-    from ttsearch.training.move_logprobs import (
-        chat_prompt_ids,
-        next_token_and_stop_logprobs,
-        next_token_logprobs,
-    )
 
     move_tokens = _move_tokens(tokenizer)
     stop_id = tokenizer.convert_tokens_to_ids(tokenizer.eos_token)

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from ttsearch.agents.base import Backend
+from ttsearch.agents.checkpoints.lora import check_model_folder, tokenizer_dir
+from ttsearch.agents.checkpoints.model_spec import resolve_model_spec
 from ttsearch.agents.prompting import PromptConfig, PromptRenderer
 from ttsearch.envs.errors import BackendError, ConfigError
 
@@ -48,13 +50,9 @@ class PairManifest:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def policy_dir(self, folder: str | Path) -> Path:
-        from ttsearch.agents.checkpoints.model_spec import resolve_model_spec
-
         return resolve_model_spec(Path(folder), self.policy)
 
     def reference_dir(self, folder: str | Path) -> Path:
-        from ttsearch.agents.checkpoints.model_spec import resolve_model_spec
-
         return resolve_model_spec(Path(folder), self.reference)
 
     def to_dict(self) -> dict[str, Any]:
@@ -138,6 +136,7 @@ def check_same_tokenizer(
 
 
 def _load_tokenizer(path: Path) -> Any:
+    # transformers: imported when a pair is loaded, not with ttsearch.agents
     from transformers import AutoTokenizer
 
     if not (path / "tokenizer_config.json").is_file() and not (path / "tokenizer.json").is_file():
@@ -187,11 +186,8 @@ class ModelPair:
         manifest: PairManifest | None = None,
     ) -> ModelPair:
         """Load two local Hugging Face folders as TransformersBackends (tokenizers checked first)."""
-        from ttsearch.agents.checkpoints.lora import tokenizer_dir
-        from ttsearch.agents.engines.transformers.backend import (
-            TransformersBackend,
-            check_model_folder,
-        )
+        # the embedded engine imports torch: loaded when a pair is, not with ttsearch.agents
+        from ttsearch.agents.engines.transformers.backend import TransformersBackend
 
         policy_path, reference_path = (
             check_model_folder(policy_path),

@@ -13,6 +13,13 @@ import argparse
 import json
 from typing import Any
 
+from rich.console import Console
+from rich.table import Table
+
+from ttsearch.envs.check_env import check_env
+from ttsearch.envs.errors import ConfigError
+from ttsearch.envs.registry import make
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", metavar="SPEC", help="registered env name or 'module:Class'")
@@ -25,8 +32,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_kwargs(text: str) -> dict[str, Any]:
-    from ttsearch.envs.errors import ConfigError
-
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:
@@ -37,9 +42,6 @@ def parse_kwargs(text: str) -> dict[str, Any]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ttsearch.envs.check_env import check_env
-    from ttsearch.envs.registry import make
-
     kwargs = parse_kwargs(args.kwargs)
     # Build the first env here so an unknown spec or bad argument is a user error (exit 2),
     # not a failed check; later calls build fresh envs for the determinism check.
@@ -58,9 +60,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _print_table(report) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title=f"check-env {report.env}")
     table.add_column("check")
     table.add_column("result")

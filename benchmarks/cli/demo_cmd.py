@@ -18,7 +18,17 @@ import math
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ttsearch.agents import Agent, ModelPair, PlainActionParser, SamplingParams
+from ttsearch.agents.checkpoints.shipped import default_pair_dir
+from ttsearch.benchmarks.run.jsonl_log import JsonlWriter, read_rows
+from ttsearch.envs import list_tasks
 from ttsearch.envs.errors import ConfigError
+from ttsearch.scorers import make_scorer
+from ttsearch.search import Budget, make_controller
 
 ARMS: dict[str, tuple[str, dict[str, Any], str]] = {
     "greedy": ("greedy", {}, "policy_logprob"),
@@ -58,22 +68,6 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 def main(args: argparse.Namespace) -> int:
     if args.episodes < 1 or args.k < 1:
         raise ConfigError("--episodes and --k must be >= 1")
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-    from rich.table import Table
-
-    from ttsearch.agents import Agent, ModelPair, PlainActionParser, SamplingParams
-    from ttsearch.agents.checkpoints.shipped import default_pair_dir
-    from ttsearch.benchmarks.run.jsonl_log import JsonlWriter, read_rows
-    from ttsearch.envs import list_tasks
-    from ttsearch.scorers import make_scorer
-    from ttsearch.search import Budget, make_controller
 
     pair_dir = Path(args.pair) if args.pair else default_pair_dir("maze")
     pair = ModelPair.load_dir(pair_dir)

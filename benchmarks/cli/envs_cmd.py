@@ -10,6 +10,12 @@ import argparse
 import json
 from typing import Any
 
+from rich.console import Console
+from rich.table import Table
+
+from ttsearch.envs.errors import TtsearchError
+from ttsearch.envs.registry import REGISTRY, load_attr
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the list as JSON")
@@ -17,8 +23,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def registry_rows() -> list[dict[str, Any]]:
     """One row per registered environment; importing each factory tells if its deps are here."""
-    from ttsearch.envs.errors import TtsearchError
-    from ttsearch.envs.registry import REGISTRY, load_attr
 
     rows = []
     for name, entry in sorted(REGISTRY.items()):
@@ -39,8 +43,6 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    from rich.console import Console
-    from rich.table import Table
 
     table = Table(title="ttsearch environments")
     for column in ("name", "factory", "importable", "description"):

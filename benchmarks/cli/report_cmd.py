@@ -18,6 +18,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ttsearch.benchmarks.report.plots import write_plots
+from ttsearch.benchmarks.report.tables import build_report, load_run
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dir", help="run folder (the --out of `ttsearch run`)")
@@ -95,9 +98,6 @@ def to_markdown(summary: dict[str, Any], plots: dict[str, Path]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ttsearch.benchmarks.report.plots import write_plots
-    from ttsearch.benchmarks.report.tables import build_report, load_run
-
     run = load_run(args.dir)
     report = build_report(run, tolerance=args.tolerance)
     out_dir = Path(args.out_dir) if args.out_dir else run.directory / "report"

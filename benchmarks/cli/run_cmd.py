@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ttsearch.benchmarks.run.config import load_config
+from ttsearch.benchmarks.run.runner import run_experiment
 from ttsearch.envs.errors import ConfigError
 
 
@@ -28,9 +30,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ttsearch.benchmarks.run.config import load_config
-    from ttsearch.benchmarks.run.runner import run_experiment
-
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {args.limit}")
     config = load_config(args.config)

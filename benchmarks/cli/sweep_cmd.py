@@ -17,7 +17,10 @@ import json
 import sys
 from pathlib import Path
 
+from ttsearch.benchmarks.perf.search import load_agent, make_scorer_for, make_tasks, parse_value
 from ttsearch.envs.errors import ConfigError
+from ttsearch.search import Budget, make_controller
+from ttsearch.search.sweep import best_point, budget_grid, cheapest_within, plot_sweep, run_sweep
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -42,21 +45,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ttsearch.benchmarks.perf.search import (
-        load_agent,
-        make_scorer_for,
-        make_tasks,
-        parse_value,
-    )
-    from ttsearch.search import Budget, make_controller
-    from ttsearch.search.sweep import (
-        best_point,
-        budget_grid,
-        cheapest_within,
-        plot_sweep,
-        run_sweep,
-    )
-
     options = {}
     for item in args.option:
         key, sep, value = item.partition("=")

@@ -35,7 +35,20 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.table import Table
+
+from ttsearch.agents import Agent, ModelPair, PlainActionParser, SamplingParams
+from ttsearch.agents.base import ScoreRequest
+from ttsearch.agents.checkpoints.shipped import default_pair_dir
+from ttsearch.agents.engines.sglang.backend import SGLangBackend
+from ttsearch.benchmarks.perf.engine_replay import RecordingProposer, ReplayProposer
+from ttsearch.benchmarks.perf.engine_stats import ResponseTally, log_offset, prefill_tally
+from ttsearch.envs import list_tasks
+from ttsearch.envs.base import Step, Trajectory
 from ttsearch.envs.errors import ConfigError
+from ttsearch.scorers import make_scorer
+from ttsearch.search import Budget, make_controller
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -54,7 +67,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def open_servers(pair_dir: Path, manifest: Any, args: argparse.Namespace):
     """(policy, reference, launched servers): SGLangBackends on the given URLs or on new servers."""
-    from ttsearch.agents.engines.sglang.backend import SGLangBackend
 
     if bool(args.url_policy) != bool(args.url_reference):
         raise ConfigError("give both --url-policy and --url-reference, or neither (then both are launched)")
@@ -75,7 +87,6 @@ def open_servers(pair_dir: Path, manifest: Any, args: argparse.Namespace):
 
 def walk_states(task: Any, steps: int, rng: random.Random) -> list:
     """The initial state and up to ``steps`` more along a seeded random walk of admissible moves."""
-    from ttsearch.envs.base import Step, Trajectory
 
     env = task.make()
     traj = Trajectory(task, env.reset(seed=task.seed), (), env.system_prompt)
@@ -93,7 +104,6 @@ def walk_states(task: Any, steps: int, rng: random.Random) -> list:
 
 def score_requests(pair: Any, states: list) -> list:
     """Every admissible move (its tokens + end of turn) of every state: K requests per prefix."""
-    from ttsearch.agents.base import ScoreRequest
 
     renderer, tok = pair.renderer(), pair.tokenizer
     eos = pair.policy.eos_token_ids[:1]
@@ -113,10 +123,6 @@ def timed(fn, *a, **kw):
 
 def run_task(task, engines: dict, args, scorer, walk_rng, meters: dict) -> dict[str, Any]:
     """Both workloads for one layout on both engines; the figures to aggregate."""
-    from ttsearch.agents import Agent, PlainActionParser, SamplingParams
-    from ttsearch.benchmarks.perf.engine_replay import RecordingProposer, ReplayProposer
-    from ttsearch.benchmarks.perf.engine_stats import log_offset, prefill_tally
-    from ttsearch.search import Budget, make_controller
 
     sg, tf, replay_pair = engines["sglang"], engines["transformers"], engines["replay"]
     out: dict[str, Any] = {"task": task.id}
@@ -167,11 +173,6 @@ def run_task(task, engines: dict, args, scorer, walk_rng, meters: dict) -> dict[
 
 def run(args: argparse.Namespace, *, quiet: bool = True) -> dict[str, Any]:
     """Launch/connect, run both workloads on ``args.episodes`` layouts, return the summary."""
-    from ttsearch.agents import ModelPair
-    from ttsearch.agents.checkpoints.shipped import default_pair_dir
-    from ttsearch.benchmarks.perf.engine_stats import ResponseTally
-    from ttsearch.envs import list_tasks
-    from ttsearch.scorers import make_scorer
 
     if args.episodes < 1 or args.width < 1 or args.expand < 1 or args.walk_steps < 0:
         raise ConfigError("--episodes, --width and --expand must be >= 1 and --walk-steps >= 0")
@@ -268,8 +269,6 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    from rich.console import Console
-    from rich.table import Table
 
     table = Table(title=f"SGLang vs transformers on {result['episodes']} held-out mazes")
     for column in ("figure", "value"):

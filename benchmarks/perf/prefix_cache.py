@@ -31,13 +31,21 @@ the setting to use on a loaded machine; idle cores can take more.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+import torch
+
+from ttsearch.agents.base import ScoreRequest
+from ttsearch.agents.engines.transformers.backend import TransformersBackend
 from ttsearch.benchmarks.perf.prefix_cache_beam import beam_part, clock, progress, rss_bytes, since
 from ttsearch.envs.errors import ConfigError
+from ttsearch.envs.maze.env import SYSTEM_PROMPT
+from ttsearch.envs.maze.layout import describe, generate_layout
+from ttsearch.training.tiny_model import make_model, train_tokenizer
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,10 +118,6 @@ def scoring_sweep(model: Any, vocab: int, cfg: BenchConfig) -> list[dict[str, An
     cached call, ``uncached_s`` K times the median forward (``uncached_sum_s``: their actual
     sum). Every uncached log-prob is compared with the cached one for the same candidate.
     """
-    import torch
-
-    from ttsearch.agents.base import ScoreRequest
-    from ttsearch.agents.engines.transformers.backend import TransformersBackend
 
     gen = torch.Generator().manual_seed(cfg.seed)
     rand = lambda n: tuple(torch.randint(0, vocab, (n,), generator=gen).tolist())  # noqa: E731
@@ -171,9 +175,6 @@ def _median(values: list[float]) -> float:
 
 
 def _tokenizer():
-    from ttsearch.envs.maze.env import SYSTEM_PROMPT, describe, generate_layout
-    from ttsearch.training.tiny_model import train_tokenizer
-
     texts = [SYSTEM_PROMPT] * 5
     for seed in range(40):
         layout = generate_layout(seed)
@@ -188,9 +189,6 @@ def _tokenizer():
 def _warm_up(tok: Any, cfg: BenchConfig) -> None:
     """Run every code path once (engines, generate, search, scorers) on a tiny model, so that
     one-time imports and allocations are neither timed nor counted as memory growth."""
-    import gc
-
-    from ttsearch.training.tiny_model import make_model
 
     model = make_model(tok, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=32)
     tiny = replace(QUICK, maze_steps=1, long_steps=1, briefing_words=5)
@@ -200,10 +198,6 @@ def _warm_up(tok: Any, cfg: BenchConfig) -> None:
 
 
 def measure(cfg: BenchConfig, *, threads: int, generate: bool = True) -> dict[str, Any]:
-    import torch
-
-    from ttsearch.training.tiny_model import make_model
-
     torch.set_num_threads(threads)
     load_before = os.getloadavg()
     start = clock()

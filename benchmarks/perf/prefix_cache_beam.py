@@ -14,9 +14,18 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
+
+from ttsearch.agents import Agent, ModelPair, SamplingParams
+from ttsearch.agents.engines.transformers.backend import TransformersBackend
+from ttsearch.benchmarks.perf.naive_generate import NaiveGenerateBackend
+from ttsearch.envs.base import Env, Observation, StepResult, Task
+from ttsearch.envs.maze.env import SYSTEM_PROMPT, SlipperyMaze
+from ttsearch.scorers import make_scorer
+from ttsearch.search import Beam, Budget
 
 if TYPE_CHECKING:
     from ttsearch.benchmarks.perf.prefix_cache import BenchConfig
@@ -41,9 +50,6 @@ def since(start: tuple[float, float]) -> tuple[float, float]:
 
 # -- (a) scoring K candidates after a prefix --------------------------------------------------
 def briefing_maze_class():
-    from ttsearch.envs.base import Env, Observation, StepResult
-    from ttsearch.envs.maze.env import SYSTEM_PROMPT, SlipperyMaze
-
     words = (
         "sensor",
         "reading",
@@ -130,8 +136,6 @@ class RssSampler:
     """Peak resident memory of this process, sampled every few milliseconds in a thread."""
 
     def __init__(self, every: float = 0.005):
-        import threading
-
         self.peak, self._stop, self._every = rss_bytes(), threading.Event(), every
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -158,8 +162,6 @@ def run_episode(
     agent: Any, env_factory: Any, task: Any, cfg: BenchConfig, steps: int, models: list[Any]
 ) -> dict[str, Any]:
     """One beam-search episode; its result, wall/CPU time and time inside forward passes."""
-    from ttsearch.scorers import make_scorer
-    from ttsearch.search import Beam, Budget
 
     beam = Beam(width=cfg.width, expand=cfg.expand, seed=cfg.seed, max_steps=steps)
     forwards = ForwardClock(models)
@@ -202,11 +204,6 @@ def beam_part(
     tok: Any, policy: Any, reference: Any, cfg: BenchConfig, *, generate: bool, quiet: bool = False
 ) -> tuple[dict, dict]:
     """Beam episodes on both envs with each engine kind; (beam summary, memory figures)."""
-    from ttsearch.agents import Agent, ModelPair, SamplingParams
-    from ttsearch.agents.engines.transformers.backend import TransformersBackend
-    from ttsearch.benchmarks.perf.naive_generate import NaiveGenerateBackend
-    from ttsearch.envs.base import Task
-    from ttsearch.envs.maze.env import SlipperyMaze
 
     budget = int(cfg.budget_mb * 2**20)
     briefing_maze = briefing_maze_class()

@@ -23,8 +23,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+from scipy.stats import pearsonr, spearmanr
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from ttsearch.agents.checkpoints.shipped import default_pair_dir
 from ttsearch.envs.errors import ConfigError
+from ttsearch.envs.maze.env import maze_tasks
+from ttsearch.envs.maze.layout import ACTIONS, describe, generate_layout
+from ttsearch.envs.maze.solver import soft_solve, solve
+from ttsearch.training.maze_recipe import PAIR_CONFIG_FILE, SYSTEM_PROMPT
+from ttsearch.training.move_logprobs import action_logprobs, action_turn_ids, chat_prompt_ids
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -40,8 +51,6 @@ CLEAR_GAP = 0.02
 
 
 def _metrics(score: np.ndarray, advantage: np.ndarray, optimal_sets: list[set[int]]) -> dict[str, float]:
-    from scipy.stats import pearsonr, spearmanr
-
     flat_s, flat_a = score.ravel(), advantage.ravel()
     picks = score.argmax(axis=1)
     agree = picks == advantage.argmax(axis=1)
@@ -61,13 +70,6 @@ def _metrics(score: np.ndarray, advantage: np.ndarray, optimal_sets: list[set[in
 
 def measure(pair_dir: str | Path, *, layouts: int = 50, split: str = "test") -> dict[str, Any]:
     """Compute the Proposition 1 statistics for a maze pair (see the module docstring)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from ttsearch.envs.maze.env import ACTIONS, describe, generate_layout, maze_tasks
-    from ttsearch.envs.maze.solver import soft_solve, solve
-    from ttsearch.training.maze_recipe import PAIR_CONFIG_FILE, SYSTEM_PROMPT
-    from ttsearch.training.move_logprobs import action_logprobs, action_turn_ids, chat_prompt_ids
 
     pair_dir = Path(pair_dir)
     if not (pair_dir / PAIR_CONFIG_FILE).exists():
@@ -117,16 +119,12 @@ def measure(pair_dir: str | Path, *, layouts: int = 50, split: str = "test") -> 
 
 
 def main(args: argparse.Namespace) -> int:
-    from ttsearch.agents.checkpoints.shipped import default_pair_dir
-
     if args.layouts < 1:
         raise ConfigError(f"--layouts must be >= 1, got {args.layouts}")
     result = measure(args.pair or default_pair_dir("maze"), layouts=args.layouts, split=args.split)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    from rich.console import Console
-    from rich.table import Table
 
     table = Table(title=f"Proposition 1 on {result['n_states']} {result['split']}-split states ({result['n_pairs']} state-action pairs)")
     for column in ("score", "spearman", "pearson", "argmax = argmax A*", "argmax hard-optimal"):

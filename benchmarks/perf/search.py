@@ -22,12 +22,27 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from ttsearch.agents import Agent, ModelPair, SamplingParams
+from ttsearch.agents.checkpoints.model_pair import PairManifest
+from ttsearch.agents.checkpoints.shipped import default_pair_dir
+from ttsearch.benchmarks.run.jsonl_log import JsonlWriter, read_rows
+from ttsearch.envs import list_tasks
+from ttsearch.envs.base import Task
 from ttsearch.envs.errors import ConfigError
+from ttsearch.scorers import make_scorer
+from ttsearch.search import CONTROLLERS, Budget, make_controller
+from ttsearch.search.early_stopping import describe, make_early_stop
 
 SCORERS = ("progress_advantage", "policy_logprob", "self_certainty")
 CONTROLLER_CONFIGS: dict[str, dict[str, Any]] = {
@@ -110,8 +125,6 @@ def parse_options(items: list[str], *, flag: str = "--option", owner: str = "CON
 
 def load_agent(pair_dir: str | Path | None, *, max_new_tokens: int, temperature: float):
     """(agent, pair, env spec, env kwargs) for a pair folder (default: the shipped maze pair)."""
-    from ttsearch.agents import Agent, ModelPair, SamplingParams
-    from ttsearch.agents.checkpoints.shipped import default_pair_dir
 
     pair = ModelPair.load_dir(pair_dir or default_pair_dir("maze"))
     agent = Agent(pair, sampling=SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature))
@@ -119,8 +132,6 @@ def load_agent(pair_dir: str | Path | None, *, max_new_tokens: int, temperature:
 
 
 def make_scorer_for(name: str, pair: Any, options: dict[str, Any] | None = None):
-    from ttsearch.scorers import make_scorer
-
     options = dict(options or {})
     if name == "progress_advantage":
         options.setdefault("beta", pair.beta)
@@ -128,8 +139,6 @@ def make_scorer_for(name: str, pair: Any, options: dict[str, Any] | None = None)
 
 
 def make_tasks(env: str, env_kwargs: dict[str, Any], *, split: str, episodes: int, start: int | None = None):
-    from ttsearch.envs import list_tasks
-
     if episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {episodes}")
     extra = {} if start is None else {"start": start}  # a task lister option (maze: first layout seed)
@@ -154,9 +163,6 @@ def resolve_horizon(text: str, tasks: list) -> int | None:
 
 
 def build_cells(args: argparse.Namespace, horizon: int | None = None) -> list[dict[str, Any]]:
-    from ttsearch.search import CONTROLLERS
-    from ttsearch.search.early_stopping import describe, make_early_stop
-
     scorers = [s for s in args.scorers.split(",") if s]
     controllers = [c for c in args.controllers.split(",") if c]
     for name in controllers:
@@ -212,8 +218,6 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(pair: str | None, max_new_tokens: int, temperature: float) -> None:
-    import torch
-
     torch.set_num_threads(1)
     _WORKER["agent"] = load_agent(pair, max_new_tokens=max_new_tokens, temperature=temperature)
 
@@ -221,9 +225,6 @@ def _init_worker(pair: str | None, max_new_tokens: int, temperature: float) -> N
 def run_cell(cell: dict[str, Any], task_dicts: list[dict[str, Any]], budget_text: str, seed: int,
              out: str | None, scorer_options: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Run one cell on every task (skipping those already in ``out``); return per-episode records."""
-    from ttsearch.benchmarks.run.jsonl_log import JsonlWriter, read_rows
-    from ttsearch.envs.base import Task
-    from ttsearch.search import Budget, make_controller
 
     agent, pair, _, _ = _WORKER["agent"]
     path = Path(out) / "cells" / (cell["id"].replace("/", "__") + ".jsonl") if out else None
@@ -316,10 +317,6 @@ def comparisons(records: dict[str, list[dict[str, Any]]]) -> tuple[list[dict], l
 
 
 def main(args: argparse.Namespace) -> int:
-    from ttsearch.agents.checkpoints.model_pair import PairManifest
-    from ttsearch.agents.checkpoints.shipped import default_pair_dir
-    from ttsearch.search import Budget
-
     budget = Budget.parse(args.budget)
     if args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
@@ -346,8 +343,6 @@ def main(args: argparse.Namespace) -> int:
         for cell in cells:
             report(cell, run_cell(cell, task_dicts, args.budget, args.seed, args.out, scorer_options))
     else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
 
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(args.workers, mp_context=ctx, initializer=_init_worker,
@@ -375,9 +370,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _print_table(out: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title=f"search on {out['episodes']} {out['split']} mazes at budget {out['budget']}")
     for column in ("cell", "success", "± stderr", "tokens/ep", "calls/ep", "budget stops"):
         table.add_column(column)

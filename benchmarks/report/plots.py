@@ -13,6 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import matplotlib
+import matplotlib.pyplot as plt
+from cycler import cycler
+
 from ttsearch.benchmarks.report.tables import Report
 from ttsearch.scorers.progress_advantage import DECISIVE_METHODS
 
@@ -20,11 +24,7 @@ PLOTS = ("success_vs_compute", "best_of_n", "roc", "reliability", "attribution",
 
 
 def _figure(ncols: int = 1):
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from cycler import cycler
 
     fig, axes = plt.subplots(1, max(1, ncols), figsize=(7.0 * max(1, ncols), 4.4), squeeze=False)
     # Runs compare more than the 10 colours of the default cycle: 20 distinct styles (the dark

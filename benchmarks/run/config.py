@@ -31,7 +31,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ttsearch.agents.checkpoints.shipped import SHIPPED_PAIRS
 from ttsearch.envs.errors import ConfigError, TtsearchError, unknown_choice
+from ttsearch.envs.registry import REGISTRY, load_attr
+from ttsearch.scorers.registry import SCORERS, scorer_options
+from ttsearch.search.budget import Budget
+from ttsearch.search.registry import CONTROLLERS, make_controller
 
 DEFAULT_PAIR_PREFIX = "default:"
 
@@ -41,8 +46,6 @@ class _Model(BaseModel):
 
 
 def _check_budget(value: dict[str, Any]) -> dict[str, Any]:
-    from ttsearch.search.budget import Budget
-
     try:
         Budget(**value)
     except TypeError:
@@ -64,16 +67,12 @@ class ScorerSpec(_Model):
     @field_validator("name")
     @classmethod
     def _known(cls, value: str) -> str:
-        from ttsearch.scorers.registry import SCORERS
-
         if value not in SCORERS:
             raise ValueError(unknown_choice("scorer", value, SCORERS))
         return value
 
     @model_validator(mode="after")
     def _options(self) -> ScorerSpec:
-        from ttsearch.scorers.registry import scorer_options
-
         unknown = sorted(set(self.kwargs) - set(scorer_options(self.name)))
         if unknown:
             raise ValueError(f"scorer {self.name!r} has no option(s) {', '.join(unknown)}; "
@@ -99,8 +98,6 @@ class ArmSpec(_Model):
     @field_validator("controller")
     @classmethod
     def _known(cls, value: str) -> str:
-        from ttsearch.search.registry import CONTROLLERS
-
         if value not in CONTROLLERS:
             raise ValueError(unknown_choice("controller", value, CONTROLLERS))
         return value
@@ -112,8 +109,6 @@ class ArmSpec(_Model):
 
     @model_validator(mode="after")
     def _options(self) -> ArmSpec:
-        from ttsearch.search.registry import make_controller
-
         if "seed" in self.kwargs:
             raise ValueError("put controller seeds in the top-level 'seeds' list, not in kwargs")
         try:  # builds it once so that bad option values fail here, not mid-run
@@ -138,8 +133,6 @@ class TaskSpec(_Model):
     @field_validator("env")
     @classmethod
     def _known(cls, value: str | None) -> str | None:
-        from ttsearch.envs.registry import REGISTRY
-
         if value is not None and ":" not in value and value not in REGISTRY:
             raise ValueError(unknown_choice("environment", value, REGISTRY) + " (or a 'module:Class' spec)")
         return value
@@ -208,7 +201,6 @@ class RunConfig(_Model):
             return value
         if ":" not in value:
             raise ValueError(f"parser {value!r} is neither 'plain' nor a 'package.module:Class' spec")
-        from ttsearch.envs.registry import load_attr
 
         try:
             load_attr(value, what="parser")
@@ -220,7 +212,6 @@ class RunConfig(_Model):
     @classmethod
     def _pair(cls, value: str) -> str:
         if value.startswith(DEFAULT_PAIR_PREFIX):
-            from ttsearch.agents.checkpoints.shipped import SHIPPED_PAIRS
 
             name = value[len(DEFAULT_PAIR_PREFIX):]
             if name not in SHIPPED_PAIRS:

@@ -24,10 +24,29 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from ttsearch.agents import Agent, ModelPair, PlainActionParser, SamplingParams
+from ttsearch.agents.checkpoints.lora import servable_folder
+from ttsearch.agents.checkpoints.shipped import default_pair_dir
+from ttsearch.agents.engines.sglang.backend import SGLangBackend
 from ttsearch.benchmarks.run.config import DEFAULT_PAIR_PREFIX, ArmSpec, RunConfig
 from ttsearch.benchmarks.run.episode_record import task_info, trajectory_record
 from ttsearch.benchmarks.run.jsonl_log import JsonlWriter, read_rows
+from ttsearch.envs import list_tasks
 from ttsearch.envs.errors import BackendError, ConfigError, TtsearchError
+from ttsearch.envs.registry import load_attr
+from ttsearch.scorers import make_scorer
+from ttsearch.search import Budget, make_controller
+from ttsearch.search.registry import controller_options
 
 SCHEMA = 1
 SPLIT_WRITE_ENV = "TTSEARCH_RUN_SPLIT_WRITE_S"
@@ -123,16 +142,12 @@ class Setup:
 
 
 def resolve_pair_dir(spec: str) -> Path:
-    from ttsearch.agents.checkpoints.shipped import default_pair_dir
-
     if spec.startswith(DEFAULT_PAIR_PREFIX):
         return default_pair_dir(spec[len(DEFAULT_PAIR_PREFIX):])
     return Path(spec).resolve()
 
 
 def build_scorer(spec, pair) -> Any:
-    from ttsearch.scorers import make_scorer
-
     kwargs = dict(spec.kwargs)
     if spec.name == "progress_advantage":
         kwargs.setdefault("beta", pair.beta)
@@ -156,7 +171,6 @@ def _horizon(config: RunConfig, tasks: list[Any]) -> int | None:
 
 def resolve_arm(arm: ArmSpec, config: RunConfig, horizon: int | None) -> dict[str, Any]:
     """The arm as run: controller kwargs with the horizon filled in, its budget and scorer label."""
-    from ttsearch.search.registry import controller_options
 
     kwargs = dict(arm.kwargs)
     if horizon is not None and "horizon" in controller_options(arm.controller):
@@ -167,8 +181,6 @@ def resolve_arm(arm: ArmSpec, config: RunConfig, horizon: int | None) -> dict[st
 
 def build_parser(config: RunConfig) -> Any:
     """The config's action parser: ``plain`` or a ``module:Class`` spec (built with no arguments)."""
-    from ttsearch.agents import PlainActionParser
-    from ttsearch.envs.registry import load_attr
 
     if config.parser == "plain":
         return PlainActionParser(match_admissible=config.match_admissible)
@@ -188,12 +200,10 @@ def serve_pair(pair: Any, pair_dir: Path, engine: Any, run_dir: Path) -> tuple[A
     run (logs in ``run_dir``) unless the config gives the URLs of running ones."""
     if engine.kind == "transformers":
         return pair, []
-    from ttsearch.agents.engines.sglang.backend import SGLangBackend
 
     if engine.policy_url is not None:
         return pair.with_backends(SGLangBackend(engine.policy_url, name="policy"),
                                   SGLangBackend(engine.reference_url, name="reference")), []
-    from ttsearch.agents.checkpoints.lora import servable_folder
 
     manifest = pair.manifest
     # A LoRA policy is served merged: SGLang's LoRA path does not start on a CPU.
@@ -208,9 +218,6 @@ def serve_pair(pair: Any, pair_dir: Path, engine: Any, run_dir: Path) -> tuple[A
 
 
 def setup(config: RunConfig, *, limit: int | None = None, out: Path | None = None) -> Setup:
-    from ttsearch.agents import Agent, ModelPair, SamplingParams
-    from ttsearch.envs import list_tasks
-
     pair_dir = resolve_pair_dir(config.pair)
     pair = ModelPair.load_dir(pair_dir)
     manifest = pair.manifest
@@ -271,7 +278,6 @@ def _unique(trajectories: list[Any]) -> list[Any]:
 
 def run_episode(s: Setup, arm: dict[str, Any], task: Any, seed: int, controllers: dict) -> tuple[dict[str, Any], Any]:
     """Search one task with one arm and seed; return (row, search tree)."""
-    from ttsearch.search import Budget, make_controller
 
     started = time.perf_counter()
     ckey = (arm["name"], seed)
@@ -324,15 +330,6 @@ def episodes(s: Setup) -> Iterator[tuple[dict[str, Any], Any, int]]:
 def run_experiment(config: RunConfig, out: str | Path, *, resume: bool = False, limit: int | None = None,
                    progress: bool = True) -> dict[str, Any]:
     """Run (or resume) the experiment into ``out``; returns counts."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
 
     RunStore.check(Path(out), config.config_hash(), resume=resume)  # before loading any model
     s = setup(config, limit=limit, out=Path(out))

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ttsearch.envs.errors import ConfigError
-from ttsearch.envs.maze.env import ACTIONS, GOAL, PIT, Layout, transitions
+from ttsearch.envs.maze.layout import ACTIONS, GOAL, PIT, Layout, transitions
 
 
 @dataclass(frozen=True, slots=True)

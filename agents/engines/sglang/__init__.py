@@ -1,1 +1,17 @@
-"""TODO"""
+"""The SGLang engine: servers (or an in-process Engine) behind the ``Backend`` protocol.
+
+    from ttsearch.agents.engines.sglang import SGLangBackend
+    backend = SGLangBackend("http://127.0.0.1:30000", name="policy")       # a running server
+    backend = SGLangBackend.launch("runs/pair/policy", run_dir="runs/x")     # start one for us
+
+- ``backend.py``: :class:`SGLangBackend` (token ids in, token ids and log-probs out).
+- ``transport.py``: HTTP and in-process transports, request splitting, id checks.
+- ``server.py``: launching and stopping servers and ``sglang-router`` (process groups, health).
+- ``support/``: package data for SGLang's CPU runtime (``setup_cpu.sh``, the ``sgl_kernel``
+  stand-in, the torchvision shim for server processes).
+"""
+
+from ttsearch.agents.engines.sglang.backend import SGLangBackend
+from ttsearch.agents.engines.sglang.server import SGLangRouter, SGLangServer, runtime_problem
+
+__all__ = ["SGLangBackend", "SGLangRouter", "SGLangServer", "runtime_problem"]

@@ -28,13 +28,25 @@ builder. Facts it relies on (SGLang 0.5.23, DESIGN §3, re-checked by tests/test
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ttsearch.agents.base import EngineStats, Sample, SamplingParams, ScoreRequest, TokenScores
-from ttsearch.agents.engines.sglang.server import ServerConfig, ServerHandle, SGLangServer
+from ttsearch.agents.engines.sglang.server import (
+    CPU_DEFAULTS,
+    SERVER_SHIMS,
+    ServerConfig,
+    ServerHandle,
+    SGLangServer,
+    needs_torchvision_shim,
+    resolve_device,
+    runtime_env,
+    runtime_problem,
+)
 from ttsearch.agents.engines.sglang.transport import (
     EngineTransport,
     HTTPTransport,
@@ -124,17 +136,6 @@ class SGLangBackend:
     @classmethod
     def in_process(cls, model_path: str | Path, *, name: str = "sglang-engine", **engine_args: Any):
         """An in-process ``sglang.Engine`` (no HTTP) with the same launch defaults as the server."""
-        import os
-        import sys
-
-        from ttsearch.agents.engines.sglang.server import (
-            CPU_DEFAULTS,
-            SERVER_SHIMS,
-            needs_torchvision_shim,
-            resolve_device,
-            runtime_env,
-            runtime_problem,
-        )
 
         problem = runtime_problem()
         if problem:
@@ -155,6 +156,7 @@ class SGLangBackend:
                 sys.path.insert(0, str(SERVER_SHIMS))
         defaults = dict(CPU_DEFAULTS) if device == "cpu" else {}
         args = {**defaults, "random_seed": 0, "device": device, **engine_args}
+        # sglang: only the in-process engine needs it (servers run in their own processes)
         import sglang
 
         try:

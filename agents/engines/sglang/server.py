@@ -25,6 +25,8 @@ The CPU launch flags and environment are those measured in DESIGN §3.
 from __future__ import annotations
 
 import atexit
+import ctypes
+import importlib.util
 import json
 import os
 import signal
@@ -51,7 +53,6 @@ CPU_DEFAULTS = {"attention_backend": "torch_native", "dtype": "float32", "max_to
 
 def runtime_problem() -> str | None:
     """None when this interpreter can run SGLang, else one line saying what is missing and the fix."""
-    import importlib.util
 
     missing = [m for m in ("sglang", "sgl_kernel", "triton") if importlib.util.find_spec(m) is None]
     if missing:
@@ -64,6 +65,7 @@ def resolve_device(device: str) -> str:
         raise ConfigError(unknown_choice("device", device, DEVICES))
     if device != "auto":
         return device
+    # torch: imported only to ask for the device
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -79,7 +81,6 @@ def runtime_env(device: str, base: Mapping[str, str] | None = None) -> dict[str,
     env = dict(os.environ if base is None else base)
     env["SGLANG_RETURN_ORIGINAL_LOGPROB"] = "1"
     if device == "cpu":
-        import importlib.util
 
         env["SGLANG_USE_CPU_ENGINE"] = "1"
         paths = [str(SERVER_SHIMS)] if needs_torchvision_shim() else []
@@ -96,7 +97,6 @@ def needs_torchvision_shim() -> bool:
 
     Our own stand-in does not count: an in-process Engine puts it on this process's path, and
     servers launched afterwards still need it on theirs."""
-    import importlib.util
 
     spec = importlib.util.find_spec("torchvision")
     return spec is None or Path(spec.origin or "").resolve().is_relative_to(SERVER_SHIMS.resolve())
@@ -158,7 +158,6 @@ def _parent_death_signal() -> None:  # runs in the child before exec (Linux only
     # Linux sends the signal when the *thread* that forked the child exits, not the process:
     # launch servers from a long-lived thread (the main one), never from a short-lived pool.
     try:
-        import ctypes
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:
@@ -365,7 +364,6 @@ class SGLangRouter(ServerHandle):
         python: str = sys.executable,
         startup_timeout_s: float = 120.0,
     ):
-        import importlib.util
 
         super().__init__(name, run_dir, startup_timeout_s)
         if not worker_urls:

@@ -153,6 +153,7 @@ def _error_message(body: bytes) -> str:
 
 def read_eos_token_ids(model_path: str | Path) -> tuple[int, ...]:
     """EOS ids of a local model folder: generation config, model config, then tokenizer."""
+    # transformers: only to read a model folder's config
     from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
     found: list[int] = []
@@ -174,6 +175,7 @@ def read_eos_token_ids(model_path: str | Path) -> tuple[int, ...]:
 
 
 def read_vocab_size(model_path: str | Path) -> int | None:
+    # transformers: only to read a model folder's config
     from transformers import AutoConfig
 
     size = getattr(AutoConfig.from_pretrained(model_path), "vocab_size", None)

@@ -34,8 +34,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ttsearch.agents.base import EngineStats, Sample, SamplingParams, ScoreRequest, TokenScores
+from ttsearch.agents.checkpoints.lora import (
+    check_model_folder,
+    is_adapter_folder,
+    load_adapter_model,
+)
 from ttsearch.agents.engines.transformers.packed_rows import KV_TOKEN_AXIS, PackedRunner
 from ttsearch.agents.engines.transformers.radix_cache import RadixCache
 from ttsearch.agents.engines.transformers.token_sampling import (
@@ -56,19 +62,6 @@ def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     if dtype not in _DTYPES:
         raise BackendError(f"unknown dtype {dtype!r}; choose one of: {', '.join(_DTYPES)}")
     return _DTYPES[dtype]
-
-
-def check_model_folder(path: str | Path) -> Path:
-    """Raise a BackendError naming the fix unless ``path`` is a Hugging Face model folder."""
-    path = Path(path)
-    from ttsearch.agents.checkpoints.lora import is_adapter_folder  # base + LoRA adapter folders
-
-    if not (path / "config.json").is_file() and not is_adapter_folder(path):
-        raise BackendError(
-            f"no model at {path}: expected a Hugging Face folder with config.json; "
-            "train one with `ttsearch pair train` or pass a folder written by save_pretrained"
-        )
-    return path
 
 
 def _as_ids(seqs: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
@@ -111,9 +104,6 @@ class TransformersBackend:
         dtype = resolve_dtype(dtype)
         if isinstance(model_path_or_model, (str, Path)):
             path = check_model_folder(model_path_or_model)
-            from transformers import AutoModelForCausalLM
-
-            from ttsearch.agents.checkpoints.lora import is_adapter_folder, load_adapter_model
 
             try:
                 if is_adapter_folder(path):  # a LoRA policy: its base model + the adapter, merged
@@ -130,7 +120,6 @@ class TransformersBackend:
                 ) from err
             model.to(device or "cpu")
             if tokenizer is None and (path / "tokenizer_config.json").is_file():
-                from transformers import AutoTokenizer
 
                 tokenizer = AutoTokenizer.from_pretrained(path)
             self.path: Path | None = path
