@@ -128,6 +128,10 @@ class Backend(Protocol):
         """Log-probs of each continuation given its prefix, batched."""
         ...
 
+    def clear_cache(self) -> None:
+        """Drop every cached prefix (after a weight update, or to start cold)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Candidate:

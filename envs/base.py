@@ -161,6 +161,10 @@ class Env(ABC):
     system_prompt: str = ""
     """Instructions for the agent: the task, the action format, the valid actions."""
 
+    max_steps: int | None = None
+    """The turn limit after which the env truncates an episode itself, where it has one. Search
+    controllers given ``horizon="auto"`` keep enough budget back to finish within it."""
+
     @abstractmethod
     def reset(self, *, seed: int | None = None) -> Observation:
         """Start (or restart) the episode; the same seed gives the same first observation."""

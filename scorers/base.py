@@ -13,7 +13,7 @@ Higher is better for every scorer. ``requires`` says which fields must be presen
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
 from ttsearch.envs.errors import BackendError, ConfigError
@@ -36,10 +36,19 @@ class TokenData(Protocol):
 
 @runtime_checkable
 class Scorer(Protocol):
-    """Scores steps and trajectories; higher means more likely to lead to success."""
+    """Scores steps and trajectories; higher means more likely to lead to success.
+
+    What a scorer needs from the engines is declared, so search asks for exactly that:
+    ``requires`` names the optional token fields it reads ("reference_logprobs",
+    "top_logprobs"; "text" for reward models), ``top_logprobs`` how many top log-probs per
+    token (0 when none), and ``scores_candidates`` whether it can score a bare candidate step
+    (False for reward models, which read the whole trajectory).
+    """
 
     name: str
     requires: frozenset[str]
+    top_logprobs: int
+    scores_candidates: bool
 
     def score_step(self, step: TokenData) -> float:
         """Score one step (one assistant turn) from its action tokens' data."""
@@ -48,6 +57,13 @@ class Scorer(Protocol):
     def score_trajectory(self, steps: Sequence[TokenData]) -> float:
         """Score a whole (possibly partial) trajectory: the step aggregation of step scores."""
         ...
+
+
+def token_needs(scorers: Iterable[Scorer]) -> tuple[bool, int]:
+    """(a reference pass is needed, top log-probs per token needed) to feed every scorer."""
+    scorers = list(scorers)
+    reference = any("reference_logprobs" in s.requires for s in scorers)
+    return reference, max((s.top_logprobs for s in scorers), default=0)
 
 
 # --- Shared helpers for the concrete scorers (additions; the protocols above are the contract) ---
@@ -87,6 +103,8 @@ class StepAggregatingScorer:
 
     name: str = ""
     requires: frozenset[str] = frozenset()
+    top_logprobs: int = 0
+    scores_candidates: bool = True
     step_agg: str = "mean"
 
     def score_step(self, step: TokenData) -> float:  # pragma: no cover - abstract

@@ -88,7 +88,7 @@ class SelfCertainty(StepAggregatingScorer):
     requires = frozenset({"top_logprobs"})
 
     def __init__(self, *, k: int = 20, token_agg: str = "mean", step_agg: str = "mean") -> None:
-        self.k = _check_k(k)
+        self.k = self.top_logprobs = _check_k(k)
         self.token_agg = check_token_agg(token_agg)
         self.step_agg = check_step_agg(step_agg)
 
@@ -134,7 +134,7 @@ class Entropy(StepAggregatingScorer):
     requires = frozenset({"top_logprobs"})
 
     def __init__(self, *, k: int = 20, token_agg: str = "mean", step_agg: str = "mean") -> None:
-        self.k = _check_k(k)
+        self.k = self.top_logprobs = _check_k(k)
         self.token_agg = check_token_agg(token_agg)
         self.step_agg = check_step_agg(step_agg)
 

@@ -108,6 +108,7 @@ class RewardModel:
 
     name = "reward_model"
     requires = frozenset({"text"})
+    top_logprobs = 0
     scores_candidates = False
     """``score_step`` is unavailable: controllers must not score candidates mid-search with it."""
 

@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 from ttsearch.agents.base import Candidate, Proposer, step_from_candidate
 from ttsearch.envs.base import Env, Observation, Step, StepResult, Task, Trajectory
 from ttsearch.envs.errors import ConfigError, unknown_choice
-from ttsearch.scorers.base import Scorer
+from ttsearch.scorers.base import Scorer, token_needs
 from ttsearch.search.branching import Brancher
 from ttsearch.search.budget import Allowance, Budget, Ledger, Usage
 from ttsearch.search.early_stopping import (
@@ -97,11 +97,24 @@ def derive_seed(*parts: Any) -> int:
     return int.from_bytes(digest, "little") >> 2
 
 
-def scorer_needs(scorer: Scorer) -> tuple[bool, int]:
-    """(does the scorer need reference log-probs, how many top log-probs it needs)."""
-    requires = getattr(scorer, "requires", frozenset())
-    top = int(getattr(scorer, "k", 20)) if "top_logprobs" in requires else 0
-    return "reference_logprobs" in requires, top
+def resolve_horizon(spec: str | int | None, task: Task) -> int | None:
+    """A controller's ``horizon`` from ``"auto"`` (the task env's ``max_steps``), ``"none"``/None,
+    or an int (also given as text, as on the command line)."""
+    if spec is None or spec == "none":
+        return None
+    if spec == "auto":
+        env = task.make()
+        try:
+            return env.max_steps
+        finally:
+            env.close()
+    try:
+        value = int(spec)
+    except (TypeError, ValueError):
+        raise ConfigError(f"horizon must be 'auto', 'none' or an int >= 1, got {spec!r}") from None
+    if value < 1:
+        raise ConfigError(f"horizon must be 'auto', 'none' or an int >= 1, got {spec!r}")
+    return value
 
 
 class SearchContext:
@@ -118,14 +131,14 @@ class SearchContext:
         self.env_factory: Callable[[], Env] = env_factory if env_factory is not None else task.make
         self.score_steps = score_steps
         # Reward-model scorers read a whole trajectory's text: they cannot rank bare candidates.
-        self.scores_candidates = bool(getattr(scorer, "scores_candidates", True))
+        self.scores_candidates = scorer.scores_candidates
         if score_steps and not self.scores_candidates and (controller.ranks_candidates or controller.early_stop):
             raise ConfigError(f"scorer {scorer.name!r} scores whole trajectories only; use it with greedy or "
                               "trajectory_best_of_n (without early_stop), or as an evaluation scorer")
-        needs_ref, top = scorer_needs(scorer) if score_steps else (False, 0)
+        needs_ref, top = token_needs([scorer]) if score_steps else (False, 0)
         rule = controller.early_stop
-        if rule is not None and getattr(rule, "signal", None) == "top_margin":
-            top = max(top, 2)
+        if rule is not None:
+            top = max(top, rule.top_logprobs)
         self.scores_reference, self.top_logprobs = needs_ref, top
         budget.check_feasible(max_new_tokens=int(agent.max_new_tokens), scores_reference=needs_ref)
         self.ledger = Ledger(agent, budget, scores_reference=needs_ref)

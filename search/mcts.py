@@ -41,7 +41,8 @@ COMMIT_RULES = ("value", "visits")
 
 
 class MCTS(Controller):
-    """PUCT search per turn; commits to the most-visited child (see the module docstring)."""
+    """PUCT search per turn; commits to the child with the best mean value, or the most visited
+    one with ``commit="visits"`` (see the module docstring)."""
 
     name = "mcts"
     branching_need = "branch"

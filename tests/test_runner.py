@@ -100,12 +100,12 @@ def test_scores_equal_full_forward_recomputation(reference_run):
     full forward pass of both checkpoints and compare with the numbers in the rows."""
     from transformers import AutoModelForCausalLM
 
-    from ttsearch.benchmarks.run.runner import rescore_needs
-    from ttsearch.search import Budget, make_controller
+    from ttsearch.scorers.base import token_needs
+    from ttsearch.search import Budget
 
     _, rows = reference_run
     s = setup(load_config(SMOKE))
-    assert rescore_needs(s.scorers, 20) == (True, 20)
+    assert token_needs(s.scorers.values()) == (True, 20)
     models = {side: AutoModelForCausalLM.from_pretrained(s.pair_dir / side, attn_implementation="eager").eval()
               for side in ("policy", "reference")}
 
@@ -113,11 +113,10 @@ def test_scores_equal_full_forward_recomputation(reference_run):
         with torch.no_grad():
             return models[side](torch.tensor([list(ids)])).logits[0].double().log_softmax(-1)
 
-    arm = next(a for a in s.arms if a["controller"] == "trajectory_best_of_n")
+    arm = next(a for a in s.arms if a.controller == "trajectory_best_of_n")
     task = s.tasks[0]
-    controller = make_controller(arm["controller"], seed=0, **arm["controller_kwargs"])
-    result = controller.run(task, task.make, s.agent, s.scorers["pa"], Budget(**arm["budget"]))
-    row = rows[f"{arm['name']}|{task.id}|0"]
+    result = arm.make_controller(0).run(task, task.make, s.agent, s.scorers["pa"], Budget(**arm.budget))
+    row = rows[f"{arm.name}|{task.id}|0"]
     assert [list(r.actions) for r in result.rollouts] == [r["actions"] for r in row["rollouts"]]
     beta = s.pair.beta
     checked = 0

@@ -23,7 +23,7 @@ from ttsearch.search.sweep import (
 from ttsearch.search.testing import Choice, FakeProposer
 
 COMMANDS = {
-    "bench search": ("ttsearch.benchmarks.perf.search", "search bench"),
+    "bench search": ("ttsearch.benchmarks.cli.bench_search_cmd", "search bench"),
     "sweep": ("ttsearch.benchmarks.cli.sweep_cmd", "budget sweep"),
 }
 
@@ -159,17 +159,18 @@ def test_command_errors_are_one_line(pair_dir, capsys):
 
 
 def test_bench_cells_options_and_early_stop_overrides():
+    from ttsearch.benchmarks.cli.bench_search_cmd import settings_from_args
     from ttsearch.benchmarks.perf.search import build_cells
 
     argv = ["bench", "search", "--controllers", "step_best_of_n,beam", "--scorers", "progress_advantage",
             "--early-stop", 'step_best_of_n={"name": "gate", "threshold": 0.8}',
             "--early-stop", 'step_best_of_n={"name": "gate", "threshold": 0.6}']
     args = build_parser(argv, COMMANDS).parse_args(argv)
-    cells = {c["id"]: c for c in build_cells(args, horizon=20)}
+    cells = {c["id"]: c for c in build_cells(settings_from_args(args), horizon=20)}
     assert set(cells) == {"step_best_of_n/progress_advantage", "beam/progress_advantage",
                           "step_best_of_n/progress_advantage/gate(signal=policy_prob,threshold=0.8)",
                           "step_best_of_n/progress_advantage/gate(signal=policy_prob,threshold=0.6)"}
     assert all(c["options"]["horizon"] == 20 for c in cells.values())
     bad = ["bench", "search", "--early-stop", "step_best_of_n=gate"]
     with pytest.raises(ConfigError, match="must look like CONTROLLER="):
-        build_cells(build_parser(bad, COMMANDS).parse_args(bad))
+        settings_from_args(build_parser(bad, COMMANDS).parse_args(bad))

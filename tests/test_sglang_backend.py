@@ -24,7 +24,8 @@ import pytest
 import torch
 
 from ttsearch.agents.base import SamplingParams, ScoreRequest
-from ttsearch.agents.engines.sglang.server import SGL_KERNEL_STANDIN, free_port
+from ttsearch.agents.engines.sglang.runtime import SGL_KERNEL_STANDIN
+from ttsearch.agents.engines.sglang.server import free_port
 from ttsearch.envs.errors import BackendError
 
 
@@ -97,7 +98,7 @@ def test_own_torchvision_standin_does_not_count_as_installed(monkeypatch):
     """An in-process Engine puts our stand-in on sys.path; servers launched later still need it."""
     import importlib.util
 
-    from ttsearch.agents.engines.sglang.server import (
+    from ttsearch.agents.engines.sglang.runtime import (
         SERVER_SHIMS,
         needs_torchvision_shim,
         runtime_env,

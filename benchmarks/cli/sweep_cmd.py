@@ -17,7 +17,8 @@ import json
 import sys
 from pathlib import Path
 
-from ttsearch.benchmarks.perf.search import load_agent, make_scorer_for, make_tasks, parse_value
+from ttsearch.benchmarks.cli.options import parse_assignments, parse_value
+from ttsearch.benchmarks.perf.search import load_agent, make_scorer_for, make_tasks
 from ttsearch.envs.errors import ConfigError
 from ttsearch.search import Budget, make_controller
 from ttsearch.search.sweep import best_point, budget_grid, cheapest_within, plot_sweep, run_sweep
@@ -45,12 +46,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    options = {}
-    for item in args.option:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--option {item!r} must look like KEY=VALUE, e.g. width=4")
-        options[key] = parse_value(value)
+    options = parse_assignments(args.option, flag="--option", example="width=4")
     if args.early_stop:
         options["early_stop"] = parse_value(args.early_stop)
     try:

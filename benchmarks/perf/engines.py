@@ -1,8 +1,9 @@
 """SGLang vs the embedded transformers engine: same workloads, same token ids, side by side.
 
-    ttsearch bench engines --json                      # launches 2 CPU SGLang servers (~1 min)
-    ttsearch bench engines --episodes 3 --json
-    ttsearch bench engines --url-policy http://127.0.0.1:30000 --url-reference http://127.0.0.1:30001
+    result = run(EnginesBenchSettings(episodes=3))     # launches 2 CPU SGLang servers (~1 min)
+    result = run(EnginesBenchSettings(url_policy="http://127.0.0.1:30000",
+                                      url_reference="http://127.0.0.1:30001"))
+    # the command: ttsearch bench engines --json   (benchmarks/cli/bench_engines_cmd.py)
 
 Loads the default (reference, policy) pair twice: as TransformersBackends (radix prefix cache)
 and as SGLangBackends (launched servers, or the two URLs given). On held-out mazes it runs,
@@ -26,17 +27,12 @@ plus the beam runs of (2) on each engine), and details per workload and engine.
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-
-from rich.console import Console
-from rich.table import Table
 
 from ttsearch.agents import Agent, ModelPair, PlainActionParser, SamplingParams
 from ttsearch.agents.base import ScoreRequest
@@ -51,25 +47,35 @@ from ttsearch.scorers import make_scorer
 from ttsearch.search import Budget, make_controller
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--pair", default=None, help="pair folder (default: the shipped maze pair)")
-    parser.add_argument("--episodes", type=int, default=20, help="held-out layouts (default 20)")
-    parser.add_argument("--width", type=int, default=3, help="beam width (default 3)")
-    parser.add_argument("--expand", type=int, default=3, help="candidates per beam per depth (default 3)")
-    parser.add_argument("--max-new-tokens", type=int, default=2, help="sampling cap per turn (maze: 1 move + stop)")
-    parser.add_argument("--walk-steps", type=int, default=6, help="random-walk states per layout to score (default 6)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--url-policy", default=None, help="a running SGLang server for the policy")
-    parser.add_argument("--url-reference", default=None, help="a running SGLang server for the reference")
-    parser.add_argument("--run-dir", default="runs/bench-engines", help="server logs (default runs/bench-engines)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+@dataclass(frozen=True, slots=True)
+class EnginesBenchSettings:
+    """Everything one ``bench engines`` run depends on (the CLI flags, typed)."""
+
+    pair: str | None = None
+    """Pair folder (None: the shipped maze pair)."""
+    episodes: int = 20
+    width: int = 3
+    expand: int = 3
+    max_new_tokens: int = 2
+    walk_steps: int = 6
+    """Random-walk states per layout to score."""
+    seed: int = 0
+    url_policy: str | None = None
+    url_reference: str | None = None
+    """Running SGLang servers (both or neither; neither: two are launched)."""
+    run_dir: str = "runs/bench-engines"
+    """Where launched servers write their logs."""
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1 or self.width < 1 or self.expand < 1 or self.walk_steps < 0:
+            raise ConfigError("episodes, width and expand must be >= 1 and walk_steps >= 0")
+        if bool(self.url_policy) != bool(self.url_reference):
+            raise ConfigError("give both --url-policy and --url-reference, or neither (then both are launched)")
 
 
-def open_servers(pair_dir: Path, manifest: Any, args: argparse.Namespace):
+def open_servers(pair_dir: Path, manifest: Any, args: EnginesBenchSettings):
     """(policy, reference, launched servers): SGLangBackends on the given URLs or on new servers."""
 
-    if bool(args.url_policy) != bool(args.url_reference):
-        raise ConfigError("give both --url-policy and --url-reference, or neither (then both are launched)")
     if args.url_policy:
         return (SGLangBackend(args.url_policy, name="policy"),
                 SGLangBackend(args.url_reference, name="reference"), [])
@@ -171,11 +177,9 @@ def run_task(task, engines: dict, args, scorer, walk_rng, meters: dict) -> dict[
     return out
 
 
-def run(args: argparse.Namespace, *, quiet: bool = True) -> dict[str, Any]:
+def run(args: EnginesBenchSettings, *, quiet: bool = True) -> dict[str, Any]:
     """Launch/connect, run both workloads on ``args.episodes`` layouts, return the summary."""
 
-    if args.episodes < 1 or args.width < 1 or args.expand < 1 or args.walk_steps < 0:
-        raise ConfigError("--episodes, --width and --expand must be >= 1 and --walk-steps >= 0")
     pair_dir = Path(args.pair) if args.pair else default_pair_dir("maze")
     tf = ModelPair.load_dir(pair_dir)
     replay_pair = ModelPair.load_dir(pair_dir)  # its own caches: the native run's timing stays clean
@@ -213,7 +217,7 @@ def _sum(rows: list[dict], *path: str) -> float:
     return total
 
 
-def summarize(rows: list[dict[str, Any]], args: argparse.Namespace, startup: dict) -> dict[str, Any]:
+def summarize(rows: list[dict[str, Any]], args: EnginesBenchSettings, startup: dict) -> dict[str, Any]:
     n = len(rows)
     score_s = {e: sum(r[f"score_{e}_s_{m}"] for r in rows for m in ("policy", "reference"))
                for e in ("sglang", "transformers")}
@@ -262,27 +266,3 @@ def summarize(rows: list[dict[str, Any]], args: argparse.Namespace, startup: dic
         },
         "server_startup_s": startup or None,
     }
-
-
-def main(args: argparse.Namespace) -> int:
-    result = run(args, quiet=args.json)
-    if args.json:
-        print(json.dumps(result, indent=2))
-        return 0
-
-    table = Table(title=f"SGLang vs transformers on {result['episodes']} held-out mazes")
-    for column in ("figure", "value"):
-        table.add_column(column)
-    beam = result["beam"]
-    for name, value in (
-        ("max |lp_sglang - lp_transformers|", f"{result['max_abs_logprob_diff']:.2e}"),
-        ("SGLang prefix-cache hit fraction (beam)", f"{result['prefix_cache_hit_frac']:.3f}"),
-        ("SGLang wall s (scoring + beam)", f"{result['sglang_s']:.2f}"),
-        ("transformers wall s (scoring + beam)", f"{result['transformers_s']:.2f}"),
-        ("replay reproduced the SGLang beam path", f"{beam['replay_same_path_frac']:.3f}"),
-        ("beam success sglang / transformers",
-         f"{beam['success_rate']['sglang']:.2f} / {beam['success_rate']['transformers']:.2f}"),
-    ):
-        table.add_row(name, value)
-    Console().print(table)
-    return 0

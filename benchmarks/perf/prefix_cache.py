@@ -1,7 +1,8 @@
 """The prefix cache measured: TransformersBackend's radix cache vs recomputing, side by side.
 
-    ttsearch bench prefix-cache --json               # the full run (~3 min on a loaded 2-core box)
-    ttsearch bench prefix-cache --quick --json       # tiny models, short episodes (a smoke run)
+    result = measure(BenchConfig(), threads=1)       # the full run (~3 min on a loaded 2-core box)
+    result = measure(QUICK, threads=1)               # tiny models, short episodes (a smoke run)
+    # the command: ttsearch bench prefix-cache [--quick] --json   (benchmarks/cli/bench_prefix_cache_cmd.py)
 
 One run, one JSON object:
 
@@ -30,9 +31,7 @@ the setting to use on a loaded machine; idle cores can take more.
 
 from __future__ import annotations
 
-import argparse
 import gc
-import json
 import os
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -42,7 +41,6 @@ import torch
 from ttsearch.agents.base import ScoreRequest
 from ttsearch.agents.engines.transformers.backend import TransformersBackend
 from ttsearch.benchmarks.perf.prefix_cache_beam import beam_part, clock, progress, rss_bytes, since
-from ttsearch.envs.errors import ConfigError
 from ttsearch.envs.maze.env import SYSTEM_PROMPT
 from ttsearch.envs.maze.layout import describe, generate_layout
 from ttsearch.training.tiny_model import make_model, train_tokenizer
@@ -80,34 +78,6 @@ QUICK = BenchConfig(
     briefing_words=60,
     budget_mb=1.0,
 )
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument(
-        "--quick", action="store_true", help="a small, fast configuration (smoke run)"
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch intra-op threads (default 1: on a shared machine more threads only wait for each other)",
-    )
-    parser.add_argument(
-        "--budget-mb",
-        type=float,
-        default=None,
-        help="cache budget per engine in the beam episodes (default 12)",
-    )
-    parser.add_argument(
-        "--no-generate", action="store_true", help="skip the naive model.generate baseline"
-    )
-    parser.add_argument(
-        "--mlp",
-        type=int,
-        default=None,
-        help="MLP width of the models (default 3072; hidden is 256)",
-    )
 
 
 def scoring_sweep(model: Any, vocab: int, cfg: BenchConfig) -> list[dict[str, Any]]:
@@ -265,36 +235,3 @@ def measure(cfg: BenchConfig, *, threads: int, generate: bool = True) -> dict[st
         "total_wall_s": wall,
         "total_cpu_s": cpu,
     }
-
-
-def main(args: argparse.Namespace) -> int:
-    if args.threads < 1:
-        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
-    cfg = QUICK if args.quick else BenchConfig()
-    if args.budget_mb is not None:
-        if args.budget_mb <= 0:
-            raise ConfigError(f"--budget-mb must be > 0, got {args.budget_mb}")
-        cfg = replace(cfg, budget_mb=args.budget_mb)
-    if args.mlp is not None:
-        if args.mlp < 1:
-            raise ConfigError(f"--mlp must be >= 1, got {args.mlp}")
-        cfg = replace(cfg, mlp=args.mlp)
-    result = measure(cfg, threads=args.threads, generate=not args.no_generate)
-    if args.json:
-        print(json.dumps(result, indent=2))
-        return 0
-    print(
-        f"scoring (cached vs full recompute per candidate), load {result['machine']['load_before']}"
-    )
-    for r in result["scoring"]:
-        print(
-            f"  prefix {r['prefix_len']:5d}  K={r['k']:2d}  cached {r['cached_s']:.4f}s  uncached "
-            f"{r['uncached_s']:.3f}s  ratio {r['ratio']:.4f}  ideal {r['ideal_ratio']:.4f}"
-        )
-    b = result["beam"]
-    print(
-        f"beam: {b['speedup_vs_uncached']:.2f}x vs uncached, {b['speedup_vs_generate'] or float('nan'):.2f}x vs "
-        f"generate, overhead {b['overhead_frac']:.1%}, same results: {b['same_results']}"
-    )
-    print(f"targets: {result['targets']}")
-    return 0

@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,7 +45,9 @@ from ttsearch.envs import list_tasks
 from ttsearch.envs.errors import BackendError, ConfigError, TtsearchError
 from ttsearch.envs.registry import load_attr
 from ttsearch.scorers import make_scorer
-from ttsearch.search import Budget, make_controller
+from ttsearch.scorers.base import token_needs
+from ttsearch.search import Budget, Controller, make_controller
+from ttsearch.search.base import resolve_horizon
 from ttsearch.search.registry import controller_options
 
 SCHEMA = 1
@@ -132,7 +134,7 @@ class Setup:
     env: str
     tasks: list[Any]
     scorers: dict[str, Any]
-    arms: list[dict[str, Any]] = field(default_factory=list)
+    arms: list[ResolvedArm] = field(default_factory=list)
     closers: list[Any] = field(default_factory=list)
     """Called at the end of the run (stops the SGLang servers the run launched)."""
 
@@ -157,26 +159,32 @@ def build_scorer(spec, pair) -> Any:
         raise ConfigError(f"scorers[{spec.key}]: {err}") from None
 
 
-def _horizon(config: RunConfig, tasks: list[Any]) -> int | None:
-    if config.horizon == "none":
-        return None
-    if config.horizon != "auto":
-        return int(config.horizon)
-    env = tasks[0].make()
-    try:
-        return getattr(env, "max_steps", None)
-    finally:
-        env.close()
+@dataclass(frozen=True, slots=True)
+class ResolvedArm:
+    """An arm as run: its controller with every option filled in (the horizon too), the label
+    of the scorer that guides it, and its per-episode budget."""
+
+    name: str
+    controller: str
+    controller_kwargs: Mapping[str, Any]
+    search_scorer: str | None
+    budget: Mapping[str, Any]
+
+    def make_controller(self, seed: int) -> Controller:
+        return make_controller(self.controller, seed=seed, **self.controller_kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest's record of the arm (``run.json`` ``arms``)."""
+        return {"name": self.name, "controller": self.controller, "controller_kwargs": dict(self.controller_kwargs),
+                "search_scorer": self.search_scorer, "budget": dict(self.budget)}
 
 
-def resolve_arm(arm: ArmSpec, config: RunConfig, horizon: int | None) -> dict[str, Any]:
+def resolve_arm(arm: ArmSpec, config: RunConfig, horizon: int | None) -> ResolvedArm:
     """The arm as run: controller kwargs with the horizon filled in, its budget and scorer label."""
-
     kwargs = dict(arm.kwargs)
     if horizon is not None and "horizon" in controller_options(arm.controller):
         kwargs.setdefault("horizon", horizon)
-    return {"name": arm.name, "controller": arm.controller, "controller_kwargs": kwargs,
-            "search_scorer": arm.scorer, "budget": config.arm_budget(arm)}
+    return ResolvedArm(arm.name, arm.controller, kwargs, arm.scorer, config.arm_budget(arm))
 
 
 def build_parser(config: RunConfig) -> Any:
@@ -240,32 +248,21 @@ def setup(config: RunConfig, *, limit: int | None = None, out: Path | None = Non
     sampling = SamplingParams(max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k)
     parser = build_parser(config)
     scorers = {spec.key: build_scorer(spec, pair) for spec in config.scorers}
-    horizon = _horizon(config, tasks)
+    horizon = resolve_horizon(config.horizon, tasks[0])
     arms = [resolve_arm(arm, config, horizon) for arm in config.arms]
     pair, closers = serve_pair(pair, pair_dir, config.engine, (out or Path(".")) / "sglang")
     agent = Agent(pair, sampling=sampling, parser=parser)
     return Setup(config, pair_dir, pair, agent, env, tasks, scorers, arms, closers)
 
 
-def run_manifest(config: RunConfig, pair_dir: Path, arms: list[dict[str, Any]]) -> dict[str, Any]:
+def run_manifest(config: RunConfig, pair_dir: Path, arms: list[ResolvedArm]) -> dict[str, Any]:
     return {"schema": SCHEMA, "config": config.normalised(), "config_hash": config.config_hash(),
-            "pair": str(pair_dir), "scorers": config.scorer_labels(), "arms": arms,
+            "pair": str(pair_dir), "scorers": config.scorer_labels(), "arms": [arm.to_dict() for arm in arms],
             "applications": {"uq_fa_arms": list(config.applications.uq_fa_arms)},
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
 # -- one episode ------------------------------------------------------------------------------
-
-def rescore_needs(scorers: dict[str, Any], default_top: int) -> tuple[bool, int]:
-    """(reference pass needed, top-k log-probs needed) over every evaluation scorer."""
-    reference, top = False, 0
-    for scorer in scorers.values():
-        requires = getattr(scorer, "requires", frozenset())
-        reference |= "reference_logprobs" in requires
-        if "top_logprobs" in requires:
-            top = max(top, int(getattr(scorer, "k", default_top)))
-    return reference, top or default_top
-
 
 def _unique(trajectories: list[Any]) -> list[Any]:
     seen, out = set(), []
@@ -276,25 +273,26 @@ def _unique(trajectories: list[Any]) -> list[Any]:
     return out
 
 
-def run_episode(s: Setup, arm: dict[str, Any], task: Any, seed: int, controllers: dict) -> tuple[dict[str, Any], Any]:
+def run_episode(s: Setup, arm: ResolvedArm, task: Any, seed: int, controllers: dict) -> tuple[dict[str, Any], Any]:
     """Search one task with one arm and seed; return (row, search tree)."""
 
     started = time.perf_counter()
-    ckey = (arm["name"], seed)
+    ckey = (arm.name, seed)
     if ckey not in controllers:
-        controllers[ckey] = make_controller(arm["controller"], seed=seed, **arm["controller_kwargs"])
-    label = arm["search_scorer"]
+        controllers[ckey] = arm.make_controller(seed)
+    label = arm.search_scorer
     scorer = s.scorers[label] if label is not None else next(iter(s.scorers.values()))
-    result = controllers[ckey].run(task, task.make, s.agent, scorer, Budget(**arm["budget"]))
+    result = controllers[ckey].run(task, task.make, s.agent, scorer, Budget(**arm.budget))
     rollouts = list(result.rollouts)
     chosen = next((i for i, r in enumerate(rollouts) if r is result.trajectory), None) if rollouts else None
     pool = _unique([result.trajectory, *rollouts])
-    reference, top = rescore_needs(s.scorers, s.config.top_logprobs)
+    reference, top = token_needs(s.scorers.values())
+    top = top or s.config.top_logprobs  # top log-probs are recorded in every row
     # A cold prefix cache makes the rescored log-probs bit-identical functions of the trajectory,
     # whatever ran before in this process: a resumed run reproduces every score (the random
     # baseline hashes the log-prob bits, so 1e-8 cache noise would otherwise change it).
     for engine in (s.pair.policy, s.pair.reference):
-        getattr(engine, "clear_cache", lambda: None)()
+        engine.clear_cache()
     pol0, ref0 = s.pair.policy.stats.scored_tokens, s.pair.reference.stats.scored_tokens
     rescored = dict(zip(map(id, pool), s.agent.rescore(pool, reference=reference, top_logprobs=top)))
     eval_usage = {"policy_scored_tokens": s.pair.policy.stats.scored_tokens - pol0,
@@ -304,8 +302,8 @@ def run_episode(s: Setup, arm: dict[str, Any], task: Any, seed: int, controllers
     chosen_nodes = [n for n, status in tree.graph.nodes(data="status") if status == "chosen"]
     tree_path = tree.path(max(chosen_nodes, key=lambda n: tree.graph.nodes[n]["depth"])) if chosen_nodes else None
     row = {
-        "schema": SCHEMA, "key": episode_key(arm["name"], task.id, seed), "arm": arm["name"],
-        "controller": arm["controller"], "controller_kwargs": arm["controller_kwargs"],
+        "schema": SCHEMA, "key": episode_key(arm.name, task.id, seed), "arm": arm.name,
+        "controller": arm.controller, "controller_kwargs": dict(arm.controller_kwargs),
         "search_scorer": label, "budget": result.budget.to_dict(), "seed": seed,
         "task": {"id": task.id, "env": task.env, "seed": task.seed, "split": task.split, "info": task_info(task)},
         "success": result.success, "reward": result.trajectory.total_reward,
@@ -319,7 +317,7 @@ def run_episode(s: Setup, arm: dict[str, Any], task: Any, seed: int, controllers
     return row, tree
 
 
-def episodes(s: Setup) -> Iterator[tuple[dict[str, Any], Any, int]]:
+def episodes(s: Setup) -> Iterator[tuple[ResolvedArm, Any, int]]:
     """(arm, task, seed) in run order: task-major, so a partial run covers every arm."""
     for task in s.tasks:
         for arm in s.arms:
@@ -338,7 +336,7 @@ def run_experiment(config: RunConfig, out: str | Path, *, resume: bool = False, 
     except BaseException:
         s.close()
         raise
-    todo = [(a, t, seed) for a, t, seed in episodes(s) if episode_key(a["name"], t.id, seed) not in store.done]
+    todo = [(a, t, seed) for a, t, seed in episodes(s) if episode_key(a.name, t.id, seed) not in store.done]
     console = Console(stderr=True)
     if progress:
         console.print(f"run {config.name!r}: {len(s.tasks)} tasks x {len(s.arms)} arms x {len(config.seeds)} seeds; "
@@ -351,7 +349,7 @@ def run_experiment(config: RunConfig, out: str | Path, *, resume: bool = False, 
         with Progress(*columns, console=console, disable=not progress) as bar:
             handle = bar.add_task("episodes", total=len(todo))
             for arm, task, seed in todo:
-                bar.update(handle, description=f"{arm['name']} {task.id}")
+                bar.update(handle, description=f"{arm.name} {task.id}")
                 row, tree = run_episode(s, arm, task, seed, controllers)
                 if config.save_trees:  # before the row: a row on disk implies its tree is too
                     trees = store.out / "trees"

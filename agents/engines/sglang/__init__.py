@@ -12,6 +12,7 @@
 """
 
 from ttsearch.agents.engines.sglang.backend import SGLangBackend
-from ttsearch.agents.engines.sglang.server import SGLangRouter, SGLangServer, runtime_problem
+from ttsearch.agents.engines.sglang.runtime import runtime_problem
+from ttsearch.agents.engines.sglang.server import SGLangRouter, SGLangServer
 
 __all__ = ["SGLangBackend", "SGLangRouter", "SGLangServer", "runtime_problem"]

@@ -36,17 +36,15 @@ from pathlib import Path
 from typing import Any
 
 from ttsearch.agents.base import EngineStats, Sample, SamplingParams, ScoreRequest, TokenScores
-from ttsearch.agents.engines.sglang.server import (
+from ttsearch.agents.engines.sglang.runtime import (
     CPU_DEFAULTS,
     SERVER_SHIMS,
-    ServerConfig,
-    ServerHandle,
-    SGLangServer,
     needs_torchvision_shim,
     resolve_device,
     runtime_env,
     runtime_problem,
 )
+from ttsearch.agents.engines.sglang.server import ServerConfig, ServerHandle, SGLangServer
 from ttsearch.agents.engines.sglang.transport import (
     EngineTransport,
     HTTPTransport,
@@ -202,6 +200,10 @@ class SGLangBackend:
     @property
     def has_prefix_cache(self) -> bool:
         return True
+
+    def clear_cache(self) -> None:
+        """Flush the server's radix cache (SGLang refuses while requests are running)."""
+        self._transport.flush_cache()
 
     # -- requests --------------------------------------------------------------------------
     def _send(

@@ -87,6 +87,15 @@ class HTTPTransport:
     def server_info(self) -> dict:
         return get_json(self.handle.url + "/get_server_info")
 
+    def flush_cache(self) -> None:
+        request = urllib.request.Request(self.handle.url + "/flush_cache", data=b"", method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s):  # noqa: S310
+                pass
+        except (urllib.error.URLError, OSError) as err:
+            raise BackendError(f"{self.handle.name}: could not flush the prefix cache at "
+                               f"{self.handle.url} ({getattr(err, 'reason', err)})") from err
+
     def model_path(self) -> str:
         return str(get_json(self.handle.url + "/get_model_info").get("model_path", ""))
 
@@ -117,6 +126,9 @@ class EngineTransport:
 
     def model_path(self) -> str:
         return self._model_path
+
+    def flush_cache(self) -> None:
+        self.engine.flush_cache()
 
     def close(self) -> None:
         self.engine.shutdown()
