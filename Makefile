@@ -48,10 +48,12 @@ demo: install
 
 test: install benchmarks smollm2 sglang-cpu
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-logo
 	TTSEARCH_REQUIRE_SGLANG=1 $(BIN)/pytest
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-logo
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info runs

@@ -13,6 +13,10 @@ scores exactly those ids in exactly the prompt the policy saw. Controllers live 
 After a search, ``agent.rescore(trajectories)`` re-scores every executed action span in one
 batched policy call (with top-k log-probs) and one batched reference call, so every scorer can
 be evaluated on every trajectory whatever the search itself asked the engines for.
+
+An agent meters its own engine calls (``policy_stats``, ``reference_stats``: what a search's
+budget ledger reads), so many agents can share one pair's engines: ``agent.fork()`` gives each
+episode in flight its own meters over the same pair, prompts and parser.
 """
 
 from __future__ import annotations
@@ -44,6 +48,13 @@ class Agent:
         self.parser = parser if parser is not None else PlainActionParser()
         self.renderer = renderer if renderer is not None else pair.renderer()
         self._stop = frozenset(sampling.stop_token_ids) | frozenset(pair.policy.eos_token_ids)
+        self._policy_meter = EngineStats()
+        # one engine serving both roles is metered once
+        self._reference_meter = self._policy_meter if pair.reference is pair.policy else EngineStats()
+
+    def fork(self) -> Agent:
+        """An agent over the same pair, prompts and parser with meters of its own (one episode)."""
+        return Agent(self.pair, sampling=self.sampling, parser=self.parser, renderer=self.renderer)
 
     @property
     def max_new_tokens(self) -> int:
@@ -51,11 +62,12 @@ class Agent:
 
     @property
     def policy_stats(self) -> EngineStats:
-        return self.pair.policy.stats
+        """This agent's policy calls (the engine's own ``stats`` counts every caller's)."""
+        return self._policy_meter
 
     @property
     def reference_stats(self) -> EngineStats | None:
-        return self.pair.reference.stats
+        return self._reference_meter
 
     def propose(
         self,
@@ -76,7 +88,7 @@ class Agent:
         if greedy:
             params = replace(params, temperature=0.0)
         n = 1 if greedy else k
-        samples = self.pair.policy.sample(prompts, n=n, params=params)
+        samples = self.pair.policy.sample(prompts, n=n, params=params, stats=self._policy_meter)
         spans = [[self._span(s) for s in group] for group in samples]
         reference: list = [None] * (len(states) * n)
         if score_reference:
@@ -85,7 +97,8 @@ class Agent:
                 for p, group in zip(prompts, spans, strict=True)
                 for span in group
             ]
-            reference = [tuple(s.logprobs) for s in self.pair.reference.score(requests)]
+            scored = self.pair.reference.score(requests, stats=self._reference_meter)
+            reference = [tuple(s.logprobs) for s in scored]
         out: list[list[Candidate]] = []
         for i, (state, prompt, group) in enumerate(zip(states, prompts, samples, strict=True)):
             admissible = state.observation.admissible_actions
@@ -131,8 +144,9 @@ class Agent:
                 requests.append(ScoreRequest(self.renderer.render(prefix), step.action_token_ids, top_logprobs))
         if not requests:
             return list(trajectories)
-        policy = self.pair.policy.score(requests)
-        ref = self.pair.reference.score([replace(r, top_logprobs=0) for r in requests]) if reference else None
+        policy = self.pair.policy.score(requests, stats=self._policy_meter)
+        ref = (self.pair.reference.score([replace(r, top_logprobs=0) for r in requests], stats=self._reference_meter)
+               if reference else None)
         out, at = [], 0
         for trajectory in trajectories:
             steps: list[Step] = []

@@ -94,6 +94,12 @@ class EngineStats:
     def snapshot(self) -> EngineStats:
         return EngineStats(**{name: getattr(self, name) for name in self.__slots__})
 
+    def add(self, other: EngineStats) -> None:
+        """Add ``other``'s counts (``cache_bytes`` is a level, not a count: it is left alone)."""
+        for name in self.__slots__:
+            if name != "cache_bytes":
+                setattr(self, name, getattr(self, name) + getattr(other, name))
+
     def minus(self, earlier: EngineStats) -> EngineStats:
         return EngineStats(
             **{name: getattr(self, name) - getattr(earlier, name) for name in self.__slots__}
@@ -119,13 +125,15 @@ class Backend(Protocol):
     def has_prefix_cache(self) -> bool: ...
 
     def sample(
-        self, prompts: Sequence[Sequence[int]], *, n: int, params: SamplingParams
+        self, prompts: Sequence[Sequence[int]], *, n: int, params: SamplingParams,
+        stats: EngineStats | None = None,
     ) -> list[list[Sample]]:
-        """For each prompt, draw ``n`` continuations (one shared prefix, batched)."""
+        """For each prompt, draw ``n`` continuations (one shared prefix, batched). The call's
+        own cost is added to ``stats`` when given (and to ``self.stats`` always)."""
         ...
 
-    def score(self, requests: Sequence[ScoreRequest]) -> list[TokenScores]:
-        """Log-probs of each continuation given its prefix, batched."""
+    def score(self, requests: Sequence[ScoreRequest], *, stats: EngineStats | None = None) -> list[TokenScores]:
+        """Log-probs of each continuation given its prefix, batched; cost added to ``stats``."""
         ...
 
     def clear_cache(self) -> None:

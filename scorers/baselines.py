@@ -148,11 +148,19 @@ class Entropy(StepAggregatingScorer):
 
 
 def _step_key(step: TokenData) -> bytes:
-    """Bytes identifying a step's content (independent of Python's randomised ``hash``)."""
+    """Bytes identifying a step (independent of Python's randomised ``hash``). An executed step
+    is named by its observation, tokens and action: not by its log-probs, whose last bits depend
+    on what the engine's cache held, so a resumed or concurrent run draws the same number. A bare
+    candidate (no observation yet) is named by its tokens, log-probs and action."""
     ids = tuple(getattr(step, "action_token_ids", ()) or ())
-    lps = tuple(step.policy_logprobs)
+    observation = getattr(step, "observation", None)
+    if observation is not None:
+        context = observation.text.encode("utf-8", "surrogatepass")
+    else:
+        lps = tuple(step.policy_logprobs)
+        context = struct.pack(f"<{len(lps)}d", *lps)
     action = str(getattr(step, "action", ""))
-    return (struct.pack(f"<{len(ids)}q", *ids) + b"|" + struct.pack(f"<{len(lps)}d", *lps)
+    return (struct.pack(f"<{len(ids)}q", *ids) + b"|" + context
             + b"|" + action.encode("utf-8", "surrogatepass"))
 
 
@@ -162,7 +170,7 @@ def _uniform(seed: int, payload: bytes) -> float:
 
 
 class Random(StepAggregatingScorer):
-    """Uniform noise in [0, 1): a pure function of (seed, the step's tokens, log-probs, action).
+    """Uniform noise in [0, 1): a pure function of the seed and the step (see ``_step_key``).
 
     The trajectory score is a fresh uniform over the whole sequence of steps (not the mean of
     step scores, which would not be uniform), so best-of-N by ``Random`` is a uniform pick.

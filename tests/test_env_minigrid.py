@@ -9,15 +9,7 @@ pytest.importorskip("minigrid")
 from ttsearch.envs import ConfigError, make  # noqa: E402
 from ttsearch.envs.adapters.minigrid import ACTIONS, MiniGridEnv  # noqa: E402
 from ttsearch.envs.check_env import check_env  # noqa: E402
-
-
-def play(env, actions):
-    out = []
-    for a in actions:
-        out.append(env.step(a))
-        if out[-1].done:
-            break
-    return out
+from ttsearch.envs.testing import play
 
 
 def test_view_text_matches_the_grid():

@@ -13,6 +13,7 @@ pytest.importorskip("jericho")
 from ttsearch.envs import ConfigError, list_tasks, make  # noqa: E402
 from ttsearch.envs.adapters.textworld import TextWorldEnv, clean_feedback  # noqa: E402
 from ttsearch.envs.check_env import check_env  # noqa: E402
+from ttsearch.envs.testing import play
 
 # jericho (TextWorld's z-machine) warns about games it has no walkthrough/action data for.
 pytestmark = pytest.mark.filterwarnings("ignore::Warning:jericho.*")
@@ -20,14 +21,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::Warning:jericho.*")
 COIN = {"challenge": "tw-coin_collector", "settings": {"level": 5}}
 SIMPLE = {"challenge": "tw-simple", "settings": {"rewards": "dense", "goal": "detailed"}}
 
-
-def play(env, actions):
-    out = []
-    for a in actions:
-        out.append(env.step(a))
-        if out[-1].done:
-            break
-    return out
 
 
 @pytest.fixture(scope="module")

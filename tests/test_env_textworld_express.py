@@ -13,15 +13,7 @@ if shutil.which("java") is None:
 from ttsearch.envs import list_tasks, make  # noqa: E402
 from ttsearch.envs.adapters.textworld_express import TextWorldExpressEnv  # noqa: E402
 from ttsearch.envs.check_env import check_env  # noqa: E402
-
-
-def play(env, actions):
-    out = []
-    for a in actions:
-        out.append(env.step(a))
-        if out[-1].done:
-            break
-    return out
+from ttsearch.envs.testing import play
 
 
 @pytest.fixture(scope="module")

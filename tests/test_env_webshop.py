@@ -11,17 +11,10 @@ pytest.importorskip("rapidfuzz")
 from ttsearch.envs import EnvError, list_tasks, make  # noqa: E402
 from ttsearch.envs.adapters.webshop import WebShopEnv, load_catalog  # noqa: E402
 from ttsearch.envs.check_env import check_env  # noqa: E402
+from ttsearch.envs.testing import play
 
 DATA = str(Path(__file__).parent / "data" / "webshop")
 
-
-def play(env, actions):
-    out = []
-    for a in actions:
-        out.append(env.step(a))
-        if out[-1].done:
-            break
-    return out
 
 
 def goal_index(env, asin):

@@ -191,7 +191,12 @@ def test_agent_proposes_scored_candidates(pair_dir, truth):
             if c.parse_error:
                 assert c.action == c.action_text
     assert saw_stop
-    assert agent.propose(states, k=3, seed=7, top_logprobs=4) == out  # deterministic per seed
+    again = agent.propose(states, k=3, seed=7, top_logprobs=4)  # deterministic per seed
+    assert [[(c.generated_token_ids, c.action) for c in g] for g in again] == \
+        [[(c.generated_token_ids, c.action) for c in g] for g in out]
+    for c, d in zip((c for g in again for c in g), (d for g in out for d in g)):  # now from the cache
+        assert torch.allclose(torch.tensor(c.policy_logprobs), torch.tensor(d.policy_logprobs), atol=1e-5)
+        assert torch.allclose(torch.tensor(c.reference_logprobs), torch.tensor(d.reference_logprobs), atol=1e-5)
 
 
 def test_agent_greedy_and_policy_only(pair_dir, truth):

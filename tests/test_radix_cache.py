@@ -179,6 +179,19 @@ def _truth(model, prefix, cont):
     return rows.gather(1, torch.tensor(cont)[:, None])[:, 0]
 
 
+def same_draws(a, b):
+    """Same tokens, log-probs equal to float rounding: a repeat reads what the first call computed
+    from the tree, which sums attention in another order."""
+    assert [[(x.token_ids, x.finish_reason) for x in g] for g in a] == [[(x.token_ids, x.finish_reason) for x in g] for g in b]
+    for x, y in zip((x for g in a for x in g), (y for g in b for y in g)):
+        assert torch.allclose(torch.tensor(x.logprobs), torch.tensor(y.logprobs), atol=ATOL)
+
+
+def same_scores(a, b):
+    for x, y in zip(a, b, strict=True):
+        assert torch.allclose(torch.tensor(x.logprobs), torch.tensor(y.logprobs), atol=ATOL)
+
+
 def _close(got, prefix, cont, model):
     assert torch.allclose(
         torch.tensor(got, dtype=torch.float32), _truth(model, prefix, cont), atol=ATOL
@@ -277,7 +290,7 @@ def test_samples_from_a_cached_prefix_match_uncached_ones(model):
                 torch.tensor(g.top_logprobs), torch.tensor(w.top_logprobs), atol=ATOL
             )
             _close(g.logprobs, p, g.token_ids, model)
-    assert warm.sample(prompts, n=8, params=params) == got  # bit-identical when repeated
+    same_draws(warm.sample(prompts, n=8, params=params), got)  # the same draws when repeated
 
 
 def test_exact_right_after_evictions(model):
@@ -292,7 +305,8 @@ def test_exact_right_after_evictions(model):
         for c, res in zip(conts, out, strict=True):
             _close(res.logprobs, prefix, c, model)
         again = backend.score([ScoreRequest(prefix, c) for c in conts])  # served from the tree
-        assert backend.last_call.computed_tokens == 4 * 2 and again == out
+        assert backend.last_call.computed_tokens == 4 * 2
+        same_scores(again, out)
     assert backend.stats.evictions > 0 and backend.cache.peak_bytes <= budget
 
 
@@ -301,9 +315,10 @@ def test_bad_cache_budget_is_a_clear_error(model):
         TransformersBackend(model, cache_bytes=-5)
 
 
-def test_rows_sharing_new_tokens_in_one_call_read_the_stored_bits(model):
-    """Row B's tail was stored by row A earlier in the same call: B is reloaded from the tree,
-    so a repeated call (everything cached) is bit-identical and still exact."""
+def test_rows_sharing_new_tokens_in_one_call_stay_exact(model):
+    """Rows of one call whose new tokens overlap (another row stores them first), prompts that
+    end inside a stored node or exactly at a node without stored logits: every log-prob equals a
+    full forward, and a repeat (everything cached) draws the same samples."""
     backend = TransformersBackend(model, cache_bytes=1 << 30)
     trunk = tuple(range(30, 50))
     backend.score(
@@ -317,10 +332,10 @@ def test_rows_sharing_new_tokens_in_one_call_read_the_stored_bits(model):
     ]  # trunk: only its last token is run
     params = SamplingParams(max_new_tokens=5, seed=4)
     first = backend.sample(prompts, n=3, params=params)
-    assert backend.sample(prompts, n=3, params=params) == first
+    same_draws(backend.sample(prompts, n=3, params=params), first)
     reqs = [ScoreRequest(p, (9, 10, 11)) for p in prompts]
     scored = backend.score(reqs)
-    assert backend.score(reqs) == scored
+    same_scores(backend.score(reqs), scored)
     for p, group, res in zip(prompts, first, scored, strict=True):
         _close(res.logprobs, p, (9, 10, 11), model)
         for s in group:

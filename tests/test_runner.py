@@ -23,7 +23,9 @@ import yaml
 
 from ttsearch.benchmarks import cli
 from ttsearch.benchmarks.run.config import load_config, parse_config
-from ttsearch.benchmarks.run.runner import SPLIT_WRITE_ENV, RunStore, run_experiment, setup
+from ttsearch.benchmarks.run.runner import run_experiment
+from ttsearch.benchmarks.run.setup import setup
+from ttsearch.benchmarks.run.store import SPLIT_WRITE_ENV, RunStore
 from ttsearch.envs.errors import ConfigError
 
 SMOKE = Path(__file__).resolve().parents[1] / "benchmarks" / "configs" / "smoke-maze.yaml"
@@ -31,7 +33,16 @@ ATOL = 1e-5
 TRAJ_FIELDS = {"success", "reward", "n_steps", "tokens", "actions", "steps", "scores", "truth"}
 ROW_FIELDS = {"schema", "key", "arm", "controller", "controller_kwargs", "search_scorer", "budget", "seed",
               "task", "success", "reward", "n_steps", "stop_reason", "stopped_early", "usage", "eval_usage",
-              "wall_s", "trajectory", "rollouts", "chosen", "tree_path"}
+              "wall_s", "trajectory", "rollouts", "chosen", "tree_path", "error"}
+
+
+def assert_scores_close(mine: dict, theirs: dict) -> None:
+    """Every scorer's trajectory and step scores agree to float rounding: the resumed run read
+    other prefixes from the engine's cache than the uninterrupted one."""
+    assert set(mine) == set(theirs)
+    for label, score in mine.items():
+        assert score["trajectory"] == pytest.approx(theirs[label]["trajectory"], abs=ATOL), label
+        assert score["steps"] == pytest.approx(theirs[label]["steps"], abs=ATOL), label
 
 
 def read_rows(out: Path) -> list[dict]:
@@ -146,7 +157,8 @@ def test_scores_equal_full_forward_recomputation(reference_run):
 def _cli(*args: str, env_extra: dict | None = None) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
            **(env_extra or {})}
-    return subprocess.Popen([sys.executable, "-m", "ttsearch.benchmarks.cli", "run", *args, "--quiet"],
+    return subprocess.Popen([sys.executable, "-m", "ttsearch.benchmarks.cli", "run", *args, "--quiet",
+                             "--concurrency", "8"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -164,6 +176,8 @@ def _wait_for(proc: subprocess.Popen, ready, timeout: float = 120.0) -> bool:
 
 @pytest.mark.slow
 def test_sigkill_at_random_points_then_resume_matches_uninterrupted_run(tmp_path, reference_run):
+    """Eight episodes in flight, SIGKILLed mid-line and at random moments, then resumed: every
+    episode exactly once, every row whole and equal to the uninterrupted run's."""
     _, reference = reference_run
     out = tmp_path / "run"
     path = out / "episodes.jsonl"
@@ -215,8 +229,7 @@ def test_sigkill_at_random_points_then_resume_matches_uninterrupted_run(tmp_path
         for mine, theirs in zip([row["trajectory"], *(row["rollouts"] or [])],
                                 [ref["trajectory"], *(ref["rollouts"] or [])], strict=True):
             assert mine["actions"] == theirs["actions"] and mine["truth"] == theirs["truth"]
-            # rescoring runs on a cold prefix cache: scores are bit-identical, not just close
-            assert mine["scores"] == theirs["scores"]
+            assert_scores_close(mine["scores"], theirs["scores"])
 
 
 def test_resume_rules(tmp_path, capsys):
@@ -252,7 +265,7 @@ def test_limit_runs_first_tasks_and_a_resume_completes_them(tmp_path, capsys, re
     capsys.readouterr()
     assert cli.main(["run", str(SMOKE), "--out", str(out), "--resume", "--quiet"]) == 0
     assert json.loads(capsys.readouterr().out) | {"seconds": 0} == {"out": str(out), "ran": 8, "total": 12,
-                                                                    "seconds": 0}
+                                                                    "errors": 0, "seconds": 0}
     assert {r["key"] for r in read_rows(out)} == set(reference_run[1])
 
 

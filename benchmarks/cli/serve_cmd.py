@@ -22,7 +22,7 @@ from ttsearch.agents.checkpoints.lora import servable_folder
 from ttsearch.agents.checkpoints.model_pair import PairManifest
 from ttsearch.agents.engines.sglang.runtime import runtime_problem
 from ttsearch.agents.engines.sglang.server import ServerConfig, SGLangServer
-from ttsearch.benchmarks.run.runner import resolve_pair_dir
+from ttsearch.benchmarks.run.setup import resolve_pair_dir
 from ttsearch.envs.errors import BackendError
 
 

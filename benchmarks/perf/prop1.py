@@ -1,7 +1,8 @@
 """Proposition 1, measured: progress advantage vs the exact soft advantage on held-out mazes.
 
-    ttsearch bench prop1 --json                     # the shipped default pair, 50 held-out layouts
-    ttsearch bench prop1 --pair runs/maze-pair --layouts 100
+    result = measure(default_pair_dir("maze"), layouts=50)     # the shipped pair, held-out layouts
+    result["pa"]["spearman"], result["policy_logprob"]["argmax_agreement"]
+    # the command: ttsearch bench prop1 --json   (benchmarks/cli/bench_prop1_cmd.py)
 
 For every open cell s of every held-out layout and every move a, it computes
 
@@ -17,34 +18,21 @@ iteration). The policy's own log-prob is the baseline scored the same way.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from rich.console import Console
-from rich.table import Table
 from scipy.stats import pearsonr, spearmanr
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from ttsearch.agents.checkpoints.shipped import default_pair_dir
 from ttsearch.envs.errors import ConfigError
 from ttsearch.envs.maze.env import maze_tasks
 from ttsearch.envs.maze.layout import ACTIONS, describe, generate_layout
 from ttsearch.envs.maze.solver import soft_solve, solve
 from ttsearch.training.maze_recipe import PAIR_CONFIG_FILE, SYSTEM_PROMPT
 from ttsearch.training.move_logprobs import action_logprobs, action_turn_ids, chat_prompt_ids
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--pair", default=None, help="pair folder (default: the shipped maze pair)")
-    parser.add_argument("--layouts", type=int, default=50, help="held-out layouts to use (default 50)")
-    parser.add_argument("--split", default="test", choices=("test", "train"),
-                        help="layouts to measure on (default: held-out 'test')")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-
 
 CLEAR_GAP = 0.02
 """A state's best move is 'clear' when its A* beats the runner-up by this much (reward units)."""
@@ -116,22 +104,3 @@ def measure(pair_dir: str | Path, *, layouts: int = 50, split: str = "test") -> 
         "policy_logprob": _metrics(pol_all, adv_all, optimal_sets),
         "mean_abs_error": float(np.mean(np.abs(pa_turn_all - adv_all))),
     }
-
-
-def main(args: argparse.Namespace) -> int:
-    if args.layouts < 1:
-        raise ConfigError(f"--layouts must be >= 1, got {args.layouts}")
-    result = measure(args.pair or default_pair_dir("maze"), layouts=args.layouts, split=args.split)
-    if args.json:
-        print(json.dumps(result, indent=2))
-        return 0
-
-    table = Table(title=f"Proposition 1 on {result['n_states']} {result['split']}-split states ({result['n_pairs']} state-action pairs)")
-    for column in ("score", "spearman", "pearson", "argmax = argmax A*", "argmax hard-optimal"):
-        table.add_column(column)
-    for name in ("pa", "pa_whole_turn", "policy_logprob"):
-        m = result[name]
-        table.add_row(name, f"{m['spearman']:.3f}", f"{m['pearson']:.3f}", f"{m['argmax_agreement']:.3f}",
-                      f"{m['hard_optimal_agreement']:.3f}")
-    Console().print(table)
-    return 0

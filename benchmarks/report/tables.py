@@ -50,7 +50,10 @@ class RunData:
     directory: Path
     manifest: dict[str, Any]
     rows: tuple[dict[str, Any], ...]
+    """Finished episodes (the metrics' input)."""
     notes: tuple[str, ...] = ()
+    errors: tuple[dict[str, Any], ...] = ()
+    """Episodes an env fault ended (``error`` rows): counted, never scored."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,13 +95,19 @@ def load_run(directory: str | Path) -> RunData:
                 continue
             raise ConfigError(f"line {number} of {path} is not JSON; the file is damaged (rerun with --resume)") from None
         key = row.get("key", f"line{number}")
-        if key in rows:
+        if key in rows and not rows[key].get("error"):  # only an error row may be superseded (a retry)
             notes.append(f"duplicate key {key!r} ignored")
             continue
         rows[key] = row
-    if not rows:
+    errors = tuple(r for r in rows.values() if r.get("error"))
+    finished = tuple(r for r in rows.values() if not r.get("error"))
+    if errors:
+        kinds = sorted({r["error"]["kind"] for r in errors})
+        notes.append(f"{len(errors)} episodes ended by an env fault ({', '.join(kinds)}) are left out; "
+                     "`ttsearch run CONFIG --out DIR --resume --retry-errors` reruns them")
+    if not finished:
         raise ConfigError(f"{path} has no finished episodes yet; wait for the run or check its log")
-    return RunData(directory, manifest, tuple(rows.values()), tuple(notes))
+    return RunData(directory, manifest, finished, tuple(notes), errors)
 
 
 def _arms(run: RunData) -> list[str]:
@@ -231,7 +240,8 @@ def build_report(run: RunData, *, tolerance: float | None = None) -> Report:
     uq, roc = _uq(pool, scorers)
     budget, table = _budget(run, tolerance)
     summary = {
-        "run": {"dir": str(run.directory), "episodes": len(run.rows), "arms": arms, "scorers": scorers,
+        "run": {"dir": str(run.directory), "episodes": len(run.rows), "env_errors": len(run.errors),
+                "arms": arms, "scorers": scorers,
                 "uq_fa_arms": list(run.manifest.get("applications", {}).get("uq_fa_arms") or arms),
                 "pool_trajectories": len(pool), "config_hash": run.manifest.get("config_hash")},
         "tts": _tts_headline(best, scorers, notes),

@@ -168,6 +168,18 @@ class EngineSpec(_Model):
         return self
 
 
+class ExecutorSpec(_Model):
+    """Where episodes run: in this process (``local``), or sharded over Ray actors (``ray``), each
+    with its own engine (or pointing at the config's SGLang servers). Deployment only: not hashed."""
+
+    kind: Literal["local", "ray"] = "local"
+    address: str | None = None
+    """A running Ray cluster (``ray start --head``; e.g. "auto" or "ray://host:10001"); None
+    with kind ray: a local cluster is started for the run."""
+    workers: int = Field(default=2, ge=1)
+    """Ray actors, each running ``concurrency`` episodes at a time."""
+
+
 class RunConfig(_Model):
     """A whole experiment (see the module docstring)."""
 
@@ -182,6 +194,10 @@ class RunConfig(_Model):
     """How a message becomes an action: "plain" (``PlainActionParser``, first line or after
     "Action:") or a ``"package.module:Class"`` spec of any ``ActionParser`` with a no-argument
     constructor (e.g. ``ttsearch.agents.parsing:FinalNumberParser``)."""
+    prompt: Literal["auto", "pair", "env"] = "auto"
+    """Prompt settings: the pair's (``ttsearch_pair.json``: system prompt, history length) or
+    the env's own system prompt with the full history. auto: the pair's on the env it was
+    trained on, the env's anywhere else."""
     horizon: Literal["auto", "none"] | int = "auto"
     """Step limit given to controllers that take ``horizon`` (auto: the env's ``max_steps``)."""
     budget: dict[str, Any] = Field(default_factory=dict)
@@ -193,6 +209,13 @@ class RunConfig(_Model):
     applications: Applications = Field(default_factory=Applications)
     save_trees: bool = False
     engine: EngineSpec = Field(default_factory=EngineSpec)
+    concurrency: Literal["auto"] | int = "auto"
+    """Episodes in flight at once (auto: 16; 1: one after the other). Results are the same either
+    way up to float rounding (``docs/run_schema.md``); deployment only: not hashed."""
+    env_timeout_s: float | None = Field(default=60.0, gt=0)
+    """An env call (construction, reset, step, snapshot) running longer ends its episode with an
+    error row; None: no limit. Not hashed (raise it and ``--resume --retry-errors``)."""
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
 
     @field_validator("parser")
     @classmethod
@@ -225,6 +248,13 @@ class RunConfig(_Model):
     @classmethod
     def _budget(cls, value: dict[str, Any]) -> dict[str, Any]:
         return _check_budget(value)
+
+    @field_validator("concurrency", mode="before")
+    @classmethod
+    def _concurrency(cls, value: Any) -> Any:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        raise ValueError(f"concurrency must be 'auto' or an int >= 1, got {value!r}")
 
     @field_validator("horizon", mode="before")
     @classmethod
@@ -261,9 +291,12 @@ class RunConfig(_Model):
         return self.model_dump(mode="json")
 
     def config_hash(self) -> str:
-        """Covers everything that changes results; server URLs do not (a resume may use new ones)."""
+        """Covers everything that changes results; deployment settings do not (server URLs,
+        concurrency, the executor, the env timeout: a resume may change them)."""
         data = self.normalised()
         data["engine"] = {"kind": self.engine.kind}
+        for deployment in ("concurrency", "executor", "env_timeout_s"):
+            data.pop(deployment)
         text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

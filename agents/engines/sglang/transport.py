@@ -11,6 +11,8 @@ also how the router balances them over its workers.
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -19,6 +21,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from ttsearch.agents.engines.sglang.runtime import (
+    CPU_DEFAULTS,
+    SERVER_SHIMS,
+    needs_torchvision_shim,
+    resolve_device,
+    runtime_env,
+    runtime_problem,
+)
 from ttsearch.agents.engines.sglang.server import ServerHandle, get_json
 from ttsearch.envs.errors import BackendError
 
@@ -108,6 +118,40 @@ class EngineTransport:
 
     def __init__(self, engine: Any, model_path: str):
         self.engine, self._model_path = engine, model_path
+
+    @classmethod
+    def start(cls, model_path: str | Path, **engine_args: Any) -> EngineTransport:
+        """Start an ``sglang.Engine`` with the server's launch defaults (CPU flags without a GPU)."""
+        problem = runtime_problem()
+        if problem:
+            raise BackendError(problem)
+        device = resolve_device(engine_args.pop("device", "auto"))
+        # The engine's scheduler runs in spawned subprocesses: they read os.environ at start.
+        # PYTHONPATH (the torchvision stand-in) is restored once they run, so this process's
+        # later subprocesses do not see it; the SGLANG_* switches stay for sglang itself.
+        saved_pythonpath = os.environ.get("PYTHONPATH")
+        os.environ.update(runtime_env(device))
+        if device == "cpu" and needs_torchvision_shim():
+            # transformers caches "is torchvision available?" on first use: settle it (False)
+            # before the import-only stand-in becomes visible, so transformers never uses it.
+            from transformers.utils import import_utils
+
+            import_utils.is_torchvision_available()
+            if str(SERVER_SHIMS) not in sys.path:
+                sys.path.insert(0, str(SERVER_SHIMS))
+        defaults = dict(CPU_DEFAULTS) if device == "cpu" else {}
+        args = {**defaults, "random_seed": 0, "device": device, **engine_args}
+        # sglang: only the in-process engine needs it (servers run in their own processes)
+        import sglang
+
+        try:
+            engine = sglang.Engine(model_path=str(model_path), **args)
+        finally:
+            if saved_pythonpath is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = saved_pythonpath
+        return cls(engine, str(model_path))
 
     def generate(self, payload: dict) -> Any:
         try:

@@ -1,0 +1,180 @@
+"""Everything a run loads once: the pair (and its engines), tasks, scorers, parser and arms.
+
+    s = setup(load_config("benchmarks/configs/smoke-maze.yaml"), out=Path("runs/smoke"), concurrency=8)
+    s.agent.fork()          # one agent per episode in flight, over the run's shared engines
+    s.close()               # stops the batching workers and any SGLang servers the run launched
+
+With ``concurrency > 1`` the embedded engines are wrapped in a ``BatchingBackend``: the calls of
+all episodes in flight are gathered into shared batched calls. SGLang servers batch concurrent
+requests themselves. A pair's prompt settings (``ttsearch_pair.json``) belong to the env it was
+trained on; on any other env the env's own system prompt and full history reach the model. The
+manifest records which prompt was used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ttsearch.agents import (
+    Agent,
+    ModelPair,
+    PlainActionParser,
+    PromptConfig,
+    PromptRenderer,
+    SamplingParams,
+)
+from ttsearch.agents.checkpoints.lora import servable_folder
+from ttsearch.agents.checkpoints.shipped import default_pair_dir
+from ttsearch.agents.engines.batching import BatchingBackend
+from ttsearch.agents.engines.sglang.backend import SGLangBackend
+from ttsearch.benchmarks.run.arms import ResolvedArm, resolve_arm
+from ttsearch.benchmarks.run.config import DEFAULT_PAIR_PREFIX, RunConfig
+from ttsearch.envs import list_tasks
+from ttsearch.envs.errors import ConfigError, TtsearchError
+from ttsearch.envs.registry import load_attr
+from ttsearch.scorers import make_scorer
+from ttsearch.search.base import resolve_horizon
+
+SCHEMA = 2
+"""Row and manifest schema (docs/run_schema.md); 2 added error rows and the prompt record."""
+
+
+@dataclass
+class Setup:
+    """Everything loaded once per run: the pair, agent, tasks, scorers and resolved arms."""
+
+    config: RunConfig
+    pair_dir: Path
+    pair: Any
+    agent: Any
+    env: str
+    tasks: list[Any]
+    scorers: dict[str, Any]
+    arms: list[ResolvedArm] = field(default_factory=list)
+    prompt: dict[str, Any] = field(default_factory=dict)
+    """The prompt settings used and where they came from (recorded in the manifest)."""
+    closers: list[Any] = field(default_factory=list)
+    """Called at the end of the run (stops batching workers and launched SGLang servers)."""
+
+    def close(self) -> None:
+        for close in reversed(self.closers):
+            close()
+
+
+def resolve_pair_dir(spec: str) -> Path:
+    if spec.startswith(DEFAULT_PAIR_PREFIX):
+        return default_pair_dir(spec[len(DEFAULT_PAIR_PREFIX):])
+    return Path(spec).resolve()
+
+
+def build_scorer(spec, pair) -> Any:
+    kwargs = dict(spec.kwargs)
+    if spec.name == "progress_advantage":
+        kwargs.setdefault("beta", pair.beta)
+    try:
+        return make_scorer(spec.name, **kwargs)
+    except TtsearchError as err:
+        raise ConfigError(f"scorers[{spec.key}]: {err}") from None
+
+
+def build_parser(config: RunConfig) -> Any:
+    """The config's action parser: ``plain`` or a ``module:Class`` spec (built with no arguments)."""
+    if config.parser == "plain":
+        return PlainActionParser(match_admissible=config.match_admissible)
+    try:
+        parser = load_attr(config.parser, what="parser")()
+    except TtsearchError as err:
+        raise ConfigError(f"parser: {err}") from None
+    except TypeError as err:
+        raise ConfigError(f"parser: {config.parser} cannot be built without arguments ({err})") from None
+    if not callable(getattr(parser, "parse", None)):
+        raise ConfigError(f"parser: {config.parser} has no parse(text, *, admissible) method")
+    return parser
+
+
+def serve_pair(pair: Any, pair_dir: Path, config: RunConfig, run_dir: Path, *, concurrency: int
+               ) -> tuple[Any, list[Any]]:
+    """The pair served as the config says: (pair, closers). SGLang servers are launched for the
+    run (logs in ``run_dir``) unless the config gives the URLs of running ones."""
+    engine = config.engine
+    if engine.kind == "transformers":
+        if concurrency <= 1:
+            return pair, []
+        policy = BatchingBackend(pair.policy)
+        reference = policy if pair.reference is pair.policy else BatchingBackend(pair.reference)
+        return pair.with_backends(policy, reference), list({id(b): b.close for b in (policy, reference)}.values())
+    if engine.policy_url is not None:
+        return pair.with_backends(SGLangBackend(engine.policy_url, name="policy"),
+                                  SGLangBackend(engine.reference_url, name="reference")), []
+    manifest = pair.manifest
+    # A LoRA policy is served merged: SGLang's LoRA path does not start on a CPU.
+    policy_dir = servable_folder(manifest.policy_dir(pair_dir), run_dir)
+    policy = SGLangBackend.launch(policy_dir, run_dir=run_dir, name="policy")
+    try:
+        reference = SGLangBackend.launch(manifest.reference_dir(pair_dir), run_dir=run_dir, name="reference")
+    except BaseException:
+        policy.close()
+        raise
+    return pair.with_backends(policy, reference), [policy.close, reference.close]
+
+
+def prompt_for(pair: Any, env: str, tasks: list[Any], choice: str = "auto") -> tuple[PromptConfig, dict[str, Any]]:
+    """The pair's prompt settings (``choice="pair"``, or ``"auto"`` on the env the pair was
+    trained on), else the env's own system prompt with the full history."""
+    trained_on = pair.manifest.env
+    probe = tasks[0].make()
+    try:
+        env_prompt = probe.system_prompt
+    finally:
+        probe.close()
+    if choice == "pair" or (choice == "auto" and trained_on == env):
+        config = pair.prompt
+        source = "pair"
+    else:
+        config = PromptConfig()
+        source = "env" if trained_on in (None, env) else f"env (the pair was trained on {trained_on!r})"
+    used = env_prompt if config.system_prompt is None else config.system_prompt
+    return config, {"source": source, "system_prompt": used, **config.to_dict()}
+
+
+def setup(config: RunConfig, *, limit: int | None = None, out: Path | None = None, concurrency: int = 1) -> Setup:
+    pair_dir = resolve_pair_dir(config.pair)
+    pair = ModelPair.load_dir(pair_dir)
+    manifest = pair.manifest
+    env = config.tasks.env or manifest.env
+    if env is None:
+        raise ConfigError(f"tasks.env: the pair at {pair_dir} names no environment; set tasks.env (e.g. maze)")
+    env_kwargs = dict(manifest.env_kwargs) if env == manifest.env else {}
+    env_kwargs.pop("gamma", None)  # a solver setting, not needed to play
+    env_kwargs.update(config.tasks.kwargs)
+    n = config.tasks.limit if limit is None else min(limit, config.tasks.limit)
+    try:
+        if config.tasks.episode_seed is not None:
+            env_kwargs["episode_seed"] = config.tasks.episode_seed
+        tasks = list_tasks(env, split=config.tasks.split, limit=n, **env_kwargs)
+    except TtsearchError as err:
+        raise ConfigError(f"tasks: {err}") from None
+    if not tasks:
+        raise ConfigError(f"tasks: environment {env!r} listed no tasks for split {config.tasks.split!r}")
+    s = config.sampling
+    sampling = SamplingParams(max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k)
+    parser = build_parser(config)
+    scorers = {spec.key: build_scorer(spec, pair) for spec in config.scorers}
+    horizon = resolve_horizon(config.horizon, tasks[0])
+    arms = [resolve_arm(arm, config, horizon) for arm in config.arms]
+    prompt_config, prompt = prompt_for(pair, env, tasks, config.prompt)
+    pair, closers = serve_pair(pair, pair_dir, config, (out or Path(".")) / "sglang", concurrency=concurrency)
+    agent = Agent(pair, sampling=sampling, parser=parser,
+                  renderer=PromptRenderer.from_config(pair.tokenizer, prompt_config))
+    return Setup(config, pair_dir, pair, agent, env, tasks, scorers, arms, prompt, closers)
+
+
+def run_manifest(s: Setup) -> dict[str, Any]:
+    config = s.config
+    return {"schema": SCHEMA, "config": config.normalised(), "config_hash": config.config_hash(),
+            "pair": str(s.pair_dir), "scorers": config.scorer_labels(), "arms": [arm.to_dict() for arm in s.arms],
+            "applications": {"uq_fa_arms": list(config.applications.uq_fa_arms)}, "prompt": s.prompt,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
