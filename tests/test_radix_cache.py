@@ -368,7 +368,7 @@ def test_beam_search_is_the_same_with_and_without_the_cache():
 
     from ttsearch.benchmarks.perf import prefix_cache as bench
 
-    tok = bench._tokenizer()
+    tok = bench.bench_tokenizer()
     policy = make_model(
         tok, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, seed=1
     )

@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench prop1": ("ttsearch.benchmarks.cli.bench_prop1_cmd", "Proposition 1: PA vs the exact soft advantage"),
     "bench search": ("ttsearch.benchmarks.cli.bench_search_cmd", "controllers x scorers at equal token budget"),
     "bench prefix-cache": ("ttsearch.benchmarks.cli.bench_prefix_cache_cmd", "radix prefix cache vs uncached vs generate"),
+    "bench throughput": ("ttsearch.benchmarks.cli.bench_throughput_cmd", "episodes/s at several episodes in flight: maze, SmolLM2, SGLang"),
     "bench engines": ("ttsearch.benchmarks.cli.bench_engines_cmd", "SGLang vs transformers: same workloads, log-prob diff, cache hits, time"),
     "sweep": ("ttsearch.benchmarks.cli.sweep_cmd", "success vs compute over a grid of budgets"),
     "report": ("ttsearch.benchmarks.cli.report_cmd", "TTS / UQ / FA metrics and budget tuning of a run folder"),

@@ -144,7 +144,8 @@ def _median(values: list[float]) -> float:
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
-def _tokenizer():
+def bench_tokenizer():
+    """The bench models' tokenizer, trained on maze text (and a sensor-log filler for long prompts)."""
     texts = [SYSTEM_PROMPT] * 5
     for seed in range(40):
         layout = generate_layout(seed)
@@ -167,18 +168,18 @@ def _warm_up(tok: Any, cfg: BenchConfig) -> None:
     gc.collect()
 
 
+def model_shape(cfg: BenchConfig) -> dict[str, int]:
+    """``make_model`` arguments of the bench's random float32 Qwen2-style models."""
+    return dict(hidden_size=cfg.hidden, num_layers=cfg.layers, num_heads=cfg.heads,
+                intermediate_size=cfg.mlp, max_position_embeddings=4096)
+
+
 def measure(cfg: BenchConfig, *, threads: int, generate: bool = True) -> dict[str, Any]:
     torch.set_num_threads(threads)
     load_before = os.getloadavg()
     start = clock()
-    tok = _tokenizer()
-    shape = dict(
-        hidden_size=cfg.hidden,
-        num_layers=cfg.layers,
-        num_heads=cfg.heads,
-        intermediate_size=cfg.mlp,
-        max_position_embeddings=4096,
-    )
+    tok = bench_tokenizer()
+    shape = model_shape(cfg)
     progress("warming up")
     _warm_up(tok, cfg)
     rss_base = rss_bytes()  # libraries loaded and warmed, no models yet

@@ -30,6 +30,7 @@ import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from ttsearch.agents.engines.transformers.attention import AttentionPlan, Segment, planned_attention
+from ttsearch.agents.engines.transformers.forward import LeanForward
 from ttsearch.agents.engines.transformers.radix_cache import Match, RadixCache
 
 KV_TOKEN_AXIS = 3  # node payloads are [layers, 2, kv_heads, tokens, head_dim]
@@ -105,7 +106,7 @@ def _path_kv(segments, start: int, stop: int) -> torch.Tensor:
 class PackedRunner:
     """Runs a model over packed, prefix-cached rows (see the module docstring)."""
 
-    def __init__(self, model: Any, *, cache: RadixCache | None, cache_generated: bool = True):
+    def __init__(self, model: Any, *, cache: RadixCache | None, cache_generated: bool = True, lean: bool = True):
         self.model, self.cache, self.cache_generated = model, cache, cache_generated
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
@@ -121,6 +122,10 @@ class PackedRunner:
             "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         )
         self._buffer: torch.Tensor | None = None
+        self.lean = LeanForward.for_model(model) if lean else None
+        """The engine's own forward (``forward.py``) where the architecture allows, else the model's."""
+        self.clock: Any = None
+        """Optional ``enter()``/``leave()`` around every forward (benchmarks time forwards with it)."""
 
     # -- a call --------------------------------------------------------------------------
     def open(self, prompts: list[tuple[int, ...]], feeds: list[list[tuple[int, tuple[int, ...]]]],
@@ -243,11 +248,24 @@ class PackedRunner:
         mask = torch.zeros(allowed.shape, dtype=self.dtype, device=self.device)
         mask.masked_fill_(~allowed, torch.finfo(self.dtype).min)
         plan = AttentionPlan(rows.segments, mask[:, None])
-        with planned_attention(self.model):
-            out = self.model(input_ids=ids, position_ids=pos, use_cache=True, logits_to_keep=keep,
-                             ttsearch_plan=plan, **{self._cache_kw: rows.cache})
+        if self.clock is not None:
+            self.clock.enter()
+        try:
+            logits = self._forward(ids, pos, rows, plan, keep)
+        finally:
+            if self.clock is not None:
+                self.clock.leave()
         rows.length = end  # the slot layers wrote keys/values in place
-        return out.logits
+        return logits
+
+    def _forward(self, ids, pos, rows: Rows, plan: AttentionPlan, keep: int) -> torch.Tensor:
+        if self.lean is not None:
+            logits = self.lean(ids, pos, rows.cache.layers, plan, keep=keep)
+        else:
+            with planned_attention(self.model):
+                logits = self.model(input_ids=ids, position_ids=pos, use_cache=True, logits_to_keep=keep,
+                                    ttsearch_plan=plan, **{self._cache_kw: rows.cache}).logits
+        return logits
 
     # -- the tree ------------------------------------------------------------------------
     def _insert_prompts(self, rows: Rows, last: torch.Tensor) -> None:
