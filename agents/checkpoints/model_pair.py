@@ -151,6 +151,17 @@ def _load_tokenizer(path: Path) -> Any:
         ) from err
 
 
+def open_engine(path: str | Path, *, name: str, device: str | None = None, dtype: Any = None) -> Any:
+    """An embedded engine (``TransformersBackend``) over one checkpoint folder (model or LoRA
+    adapter) with its tokenizer: what a pair loads, and what an engine process builds."""
+    # the embedded engine imports torch: loaded when a pair is, not with ttsearch.agents
+    from ttsearch.agents.engines.transformers.backend import TransformersBackend
+
+    path = check_model_folder(path)
+    return TransformersBackend(path, device=device, dtype=dtype, name=name,
+                               tokenizer=_load_tokenizer(tokenizer_dir(path)))
+
+
 class ModelPair:
     """Policy and reference backends plus the shared tokenizer, β and prompt settings."""
 
@@ -186,21 +197,14 @@ class ModelPair:
         manifest: PairManifest | None = None,
     ) -> ModelPair:
         """Load two local Hugging Face folders as TransformersBackends (tokenizers checked first)."""
-        # the embedded engine imports torch: loaded when a pair is, not with ttsearch.agents
-        from ttsearch.agents.engines.transformers.backend import TransformersBackend
-
         policy_path, reference_path = (
             check_model_folder(policy_path),
             check_model_folder(reference_path),
         )
         policy_tok, reference_tok = _load_tokenizer(tokenizer_dir(policy_path)), _load_tokenizer(reference_path)
         check_same_tokenizer(policy_tok, reference_tok, str(policy_path), str(reference_path))
-        policy = TransformersBackend(
-            policy_path, device=device, dtype=dtype, name="policy", tokenizer=policy_tok
-        )
-        reference = TransformersBackend(
-            reference_path, device=device, dtype=dtype, name="reference", tokenizer=reference_tok
-        )
+        policy = open_engine(policy_path, name="policy", device=device, dtype=dtype)
+        reference = open_engine(reference_path, name="reference", device=device, dtype=dtype)
         if policy.vocab_size != reference.vocab_size:
             raise BackendError(
                 f"output vocab sizes differ: {policy_path} has {policy.vocab_size}, {reference_path} has "

@@ -158,6 +158,9 @@ class EngineSpec(_Model):
     reference_url: str | None = None
     """URLs of running servers (``ttsearch serve``); both None: the run launches its own
     (logs in OUT/sglang) and stops them at the end. Deployment only: not in the config hash."""
+    processes: bool = False
+    """transformers with concurrency > 1: serve each model from an engine process of its own
+    instead of a worker thread (deployment only: not in the config hash)."""
 
     @model_validator(mode="after")
     def _both_or_neither(self) -> EngineSpec:
@@ -294,7 +297,7 @@ class RunConfig(_Model):
         """Covers everything that changes results; deployment settings do not (server URLs,
         concurrency, the executor, the env timeout: a resume may change them)."""
         data = self.normalised()
-        data["engine"] = {"kind": self.engine.kind}
+        data["engine"] = {"kind": self.engine.kind}  # URLs and processes are deployment
         for deployment in ("concurrency", "executor", "env_timeout_s"):
             data.pop(deployment)
         text = json.dumps(data, sort_keys=True, separators=(",", ":"))

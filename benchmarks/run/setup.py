@@ -4,9 +4,10 @@
     s.agent.fork()          # one agent per episode in flight, over the run's shared engines
     s.close()               # stops the batching workers and any SGLang servers the run launched
 
-With ``concurrency > 1`` the embedded engines are wrapped in a ``BatchingBackend``: the calls of
-all episodes in flight are gathered into shared batched calls. SGLang servers batch concurrent
-requests themselves. A pair's prompt settings (``ttsearch_pair.json``) belong to the env it was
+With ``concurrency > 1`` the calls of all episodes in flight are gathered into shared batched
+calls by one worker per embedded model: a thread (``BatchingBackend``), or with ``engine:
+{processes: true}`` a process of its own (``EngineProcess``: the engine's forwards then never
+wait for the episodes' Python). SGLang servers batch concurrent requests themselves. A pair's prompt settings (``ttsearch_pair.json``) belong to the env it was
 trained on; on any other env the env's own system prompt and full history reach the model. The
 manifest records which prompt was used.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +29,10 @@ from ttsearch.agents import (
     SamplingParams,
 )
 from ttsearch.agents.checkpoints.lora import servable_folder
+from ttsearch.agents.checkpoints.model_pair import open_engine
 from ttsearch.agents.checkpoints.shipped import default_pair_dir
 from ttsearch.agents.engines.batching import BatchingBackend
+from ttsearch.agents.engines.process import EngineProcess
 from ttsearch.agents.engines.sglang.backend import SGLangBackend
 from ttsearch.benchmarks.run.arms import ResolvedArm, resolve_arm
 from ttsearch.benchmarks.run.config import DEFAULT_PAIR_PREFIX, RunConfig
@@ -103,9 +107,18 @@ def serve_pair(pair: Any, pair_dir: Path, config: RunConfig, run_dir: Path, *, c
     if engine.kind == "transformers":
         if concurrency <= 1:
             return pair, []
-        policy = BatchingBackend(pair.policy)
-        reference = policy if pair.reference is pair.policy else BatchingBackend(pair.reference)
-        return pair.with_backends(policy, reference), list({id(b): b.close for b in (policy, reference)}.values())
+        if not engine.processes:  # many episodes in flight: one batching worker thread per model
+            policy = BatchingBackend(pair.policy)
+            reference = policy if pair.reference is pair.policy else BatchingBackend(pair.reference)
+            return pair.with_backends(policy, reference), list({id(b): b.close for b in (policy, reference)}.values())
+        manifest = pair.manifest  # each model in an engine process of its own
+        policy = EngineProcess.start(partial(open_engine, manifest.policy_dir(pair_dir), name="policy"))
+        try:
+            reference = EngineProcess.start(partial(open_engine, manifest.reference_dir(pair_dir), name="reference"))
+        except BaseException:
+            policy.close()
+            raise
+        return pair.with_backends(policy, reference), [policy.close, reference.close]
     if engine.policy_url is not None:
         return pair.with_backends(SGLangBackend(engine.policy_url, name="policy"),
                                   SGLangBackend(engine.reference_url, name="reference")), []

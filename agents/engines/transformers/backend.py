@@ -46,7 +46,8 @@ from ttsearch.agents.checkpoints.lora import (
     is_adapter_folder,
     load_adapter_model,
 )
-from ttsearch.agents.engines.transformers.decoding import SampleCall, decode
+from ttsearch.agents.engines.transformers.calls import CallChecker, SampleCall
+from ttsearch.agents.engines.transformers.decoding import decode
 from ttsearch.agents.engines.transformers.packed_rows import KV_TOKEN_AXIS, PackedRunner
 from ttsearch.agents.engines.transformers.radix_cache import RadixCache
 from ttsearch.agents.engines.transformers.scoring import score_calls
@@ -63,19 +64,6 @@ def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     if dtype not in _DTYPES:
         raise BackendError(f"unknown dtype {dtype!r}; choose one of: {', '.join(_DTYPES)}")
     return _DTYPES[dtype]
-
-
-def _as_ids(seqs: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
-    """Token sequences as tuples of Python ints; a sequence object repeated in a batch (one
-    prefix shared by K requests) is converted once."""
-    seen: dict[int, tuple[int, ...]] = {}
-    out = []
-    for seq in seqs:
-        ids = seen.get(id(seq))
-        if ids is None:
-            ids = seen[id(seq)] = tuple(map(int, seq))
-        out.append(ids)
-    return out
 
 
 class TransformersBackend:
@@ -154,6 +142,7 @@ class TransformersBackend:
         self.dtype = next(model.parameters()).dtype
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
         self.max_positions = int(getattr(config, "max_position_embeddings", 0) or 0)
+        self.checker = CallChecker(self.name, self.max_positions)
         self._eos = self._collect_eos(model, tokenizer)
         cache = (
             RadixCache(budget_bytes=cache_bytes, token_axis=KV_TOKEN_AXIS) if cache_bytes else None
@@ -201,14 +190,6 @@ class TransformersBackend:
                     found.append(int(tid))
         return tuple(found)
 
-    def _check_length(self, length: int, what: str) -> None:
-        if self.max_positions and length > self.max_positions:
-            raise BackendError(
-                f"{self.name}: {what} needs {length} positions but the model has "
-                f"max_position_embeddings={self.max_positions}; shorten the prompt "
-                "(PromptConfig.max_history_turns) or lower max_new_tokens"
-            )
-
     def _account(self, costs: Sequence[EngineStats], meters: Sequence[EngineStats | None]) -> None:
         """Add each call's cost to its meter and all of them to ``stats``; set ``last_call``."""
         total = EngineStats()
@@ -232,14 +213,11 @@ class TransformersBackend:
 
     def check_sample(self, prompts: Sequence[Sequence[int]], *, n: int, params: SamplingParams) -> SampleCall:
         """A ``sample`` call's arguments, checked (one-line BackendError) and normalised."""
-        if n < 1:
-            raise BackendError(f"n must be >= 1, got {n}")
-        call = SampleCall(tuple(_as_ids(prompts)), n, params)
-        if any(not p for p in call.prompts):
-            raise BackendError("sample() got an empty prompt; render the state with PromptRenderer first")
-        if call.prompts:
-            self._check_length(max(map(len, call.prompts)) + params.max_new_tokens, "prompt + max_new_tokens")
-        return call
+        return self.checker.check_sample(prompts, n=n, params=params)
+
+    def request_checker(self) -> CallChecker:
+        """What checks this engine's calls, without the model (a batching layer checks with it)."""
+        return self.checker
 
     def sample_batch(self, calls: Sequence[SampleCall], meters: Sequence[EngineStats | None]
                      ) -> list[list[list[Sample]]]:
@@ -263,15 +241,7 @@ class TransformersBackend:
 
     def check_score(self, requests: Sequence[ScoreRequest]) -> list[ScoreRequest]:
         """A ``score`` call's requests, checked (one-line BackendError) and normalised to tuples."""
-        out = []
-        for req in requests:
-            prefix, cont = tuple(map(int, req.prefix_ids)), tuple(map(int, req.continuation_ids))
-            if cont and not prefix:
-                raise BackendError("score() needs a non-empty prefix: the first token has no context")
-            if cont:
-                self._check_length(len(prefix) + len(cont), "prefix + continuation")
-            out.append(ScoreRequest(prefix, cont, req.top_logprobs))
-        return out
+        return self.checker.check_score(requests)
 
     def score_batch(self, calls: Sequence[Sequence[ScoreRequest]], meters: Sequence[EngineStats | None]
                     ) -> list[list[TokenScores]]:

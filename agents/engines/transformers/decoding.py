@@ -19,17 +19,9 @@ from dataclasses import dataclass
 import torch
 
 from ttsearch.agents.base import EngineStats, Sample, SamplingParams
+from ttsearch.agents.engines.transformers.calls import SampleCall
 from ttsearch.agents.engines.transformers.packed_rows import PackedRunner, Rows
 from ttsearch.agents.engines.transformers.token_sampling import choose_tokens, stream_keys
-
-
-@dataclass(frozen=True, slots=True)
-class SampleCall:
-    """One ``sample`` call: its prompts, copies per prompt and sampling settings."""
-
-    prompts: tuple[tuple[int, ...], ...]
-    n: int
-    params: SamplingParams
 
 
 @dataclass(slots=True)
