@@ -40,6 +40,7 @@ from ttsearch.benchmarks.report.metrics_tts import (
 )
 from ttsearch.benchmarks.report.metrics_uq import roc_points, uq_metrics
 from ttsearch.envs.errors import ConfigError
+from ttsearch.scorers.metrics import success_rate_and_stderr
 
 EPISODES_FILE, MANIFEST_FILE = "episodes.jsonl", "run.json"
 UNKNOWN_DIFFICULTY = "unknown"
@@ -126,8 +127,8 @@ def _tts_arms(run: RunData, arms: list[str]) -> dict[str, Any]:
         rows = [r for r in run.rows if r["arm"] == arm]
         if not rows:
             continue
-        p = sum(bool(r["success"]) for r in rows) / len(rows)
-        out[arm] = {"n": len(rows), "success_rate": p, "stderr": (p * (1 - p) / len(rows)) ** 0.5,  # binomial
+        p, stderr = success_rate_and_stderr([bool(r["success"]) for r in rows])
+        out[arm] = {"n": len(rows), "success_rate": p, "stderr": stderr,
                     "mean_tokens": mean_and_stderr([r["usage"].get("tokens", 0) for r in rows])[0],
                     "mean_generated_tokens": mean_and_stderr([r["usage"].get("generated_tokens", 0) for r in rows])[0],
                     "controller": rows[0].get("controller"), "search_scorer": rows[0].get("search_scorer")}
