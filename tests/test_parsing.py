@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from ttsearch.agents.parsing import ActionParser, AdmissibleMatchParser, PlainActionParser, parse_candidate
+from ttsearch.agents.parsing import (
+    ActionParser,
+    AdmissibleMatchParser,
+    PlainActionParser,
+    parse_candidate,
+)
 from ttsearch.envs.errors import ParseError
 
 MOVES = ("north", "south", "east", "west", "pick up the key")
