@@ -8,7 +8,9 @@
 Without ``--kwargs``, an environment with a task list is checked on its first task of
 ``--split`` (its kwargs and seed); one without is built with no arguments. Every env call is
 timed: calls slower than ``--slow`` seconds are flagged (the ``speed`` check, information
-only); a call that does not return within ``--timeout`` seconds fails the check in progress.
+only); a call that does not return within ``--timeout`` seconds fails the check in progress
+(the checks then run on one worker thread; ``--timeout 0`` keeps them on the main thread, for
+an env that needs it, e.g. one that installs signal handlers).
 
 Exit status: 0 when every required check passed, 1 when one failed, 2 for a bad spec/arguments
 or an environment that cannot be built (one line, no traceback). JSON output: {"env", "passed",
@@ -44,7 +46,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slow", type=float, default=SLOW_CALL_S, metavar="SECONDS",
                         help=f"flag env calls slower than this (default {SLOW_CALL_S:g})")
     parser.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
-                        help="fail a check whose env call does not return within this (default 60)")
+                        help="fail a check whose env call does not return within this (default 60; the checks "
+                             "then run on a worker thread); 0: no limit, every call on the main thread")
 
 
 def parse_kwargs(text: str, *, flag: str = "--kwargs") -> dict[str, Any]:
@@ -73,8 +76,8 @@ def _target(args: argparse.Namespace) -> tuple[dict[str, Any], int, dict[str, An
 
 
 def main(args: argparse.Namespace) -> int:
-    if not args.slow > 0 or not args.timeout > 0:
-        raise ConfigError(f"--slow and --timeout must be > 0 seconds, got {args.slow:g} and {args.timeout:g}")
+    if not args.slow > 0 or not args.timeout >= 0:
+        raise ConfigError(f"--slow must be > 0 and --timeout >= 0 seconds, got {args.slow:g} and {args.timeout:g}")
     kwargs, seed, task = _target(args)
     env_entry(args.spec)  # an unknown name or a module that does not import: exit 2 before checking
 
@@ -82,7 +85,7 @@ def main(args: argparse.Namespace) -> int:
         return make(args.spec, **kwargs)
 
     report = check_env(factory, seed=seed, n_random_steps=args.steps, play_gold=not args.no_gold,
-                       name=args.spec, slow_s=args.slow, timeout_s=args.timeout)
+                       name=args.spec, slow_s=args.slow, timeout_s=args.timeout or None)
     construct = report.checks[0]
     if construct.name == "construct" and not construct.passed:  # nothing to check: a user error
         detail = construct.detail.removeprefix("raised EnvError: ")
