@@ -474,6 +474,12 @@ def test_every_config_error_is_listed_unknown_fields_first(capsys, tmp_path, cle
     assert "\n" not in message and message.startswith("typo.yaml: 2 errors: (1) arms[3]: unknown field 'contoller'")
     assert "valid fields here: name, controller, kwargs, scorer, budget" in message
     assert "(2) arms[3].controller: required field is missing" in message
+    # the other arms' problems are listed in the same pass, not after the typo is fixed
+    typo["arms"][2]["budget"] = {"tokens": 5}
+    with pytest.raises(ConfigError) as err:
+        parse_config(typo, source="typo.yaml")
+    assert str(err.value).startswith("typo.yaml: 3 errors: (1) arms[3]: unknown field 'contoller'")
+    assert "(3) arms[2] (step-bo2-pa): budget: impossible budget: tokens=5" in str(err.value)
     # an impossible budget is caught before the first episode, with every other problem
     impossible = json.loads(json.dumps(smoke))
     impossible["arms"][3]["budget"] = {"tokens": 3}

@@ -306,21 +306,11 @@ class RunConfig(_Model):
                 out.append(f"arms[{i}].scorer {arm.scorer!r} is not an evaluation scorer label; "
                            f"choose one of: {', '.join(labels)} (or add it to 'scorers')")
             else:
-                out += [f"arms[{i}] ({arm.name}): {p}" for p in self._arm_problems(arm)]
+                out += arm_problems(i, arm, self.scorers, self.budget, self.sampling.max_new_tokens)
         for name in self.applications.uq_fa_arms:
             if name not in arms:
                 out.append(f"applications.uq_fa_arms: {unknown_choice('arm', name, arms)}")
         return out
-
-    def _arm_problems(self, arm: ArmSpec) -> list[str]:
-        """What stops ``arm`` from taking a single step, found before any episode runs."""
-        label = arm.scorer if arm.scorer is not None else self.scorer_labels()[0]  # as the runner picks
-        scorer_cls = SCORERS[next(s.name for s in self.scorers if s.key == label)]
-        controller = make_controller(arm.controller, seed=0, **arm.kwargs)
-        where = "budget" if arm.budget is not None else "the default budget"
-        return [p if p.startswith("scorer") else f"{where}: {p}" for p in feasibility_problems(
-            controller, scorer_cls, Budget(**self.arm_budget(arm)), max_new_tokens=self.sampling.max_new_tokens,
-            scorer_label=label)]
 
     def scorer_labels(self) -> list[str]:
         return [s.key for s in self.scorers]
@@ -362,6 +352,49 @@ def feasibility_problems(controller: Controller, scorer: Any, budget: Budget, *,
         budget.check_feasible(max_new_tokens=max_new_tokens, scores_reference=needs_reference)
     except TtsearchError as err:
         out.append(str(err))
+    return out
+
+
+def arm_problems(index: int, arm: ArmSpec, scorers: list[ScorerSpec], default_budget: dict[str, Any],
+                 max_new_tokens: int) -> list[str]:
+    """What stops arm ``index`` from taking a single step, found before any episode runs."""
+    label = arm.scorer if arm.scorer is not None else (scorers[0].key if scorers else None)  # as the runner picks
+    spec = next((s for s in scorers if s.key == label), None)
+    if spec is None:
+        return []  # reported as an unknown label, or the scorers did not validate
+    controller = make_controller(arm.controller, seed=0, **arm.kwargs)
+    where = "budget" if arm.budget is not None else "the default budget"
+    budget = Budget(**(default_budget if arm.budget is None else arm.budget))
+    problems = feasibility_problems(controller, SCORERS[spec.name], budget, max_new_tokens=max_new_tokens,
+                                    scorer_label=label)
+    return [f"arms[{index}] ({arm.name}): " + (p if p.startswith("scorer") else f"{where}: {p}") for p in problems]
+
+
+def _partial_problems(data: dict[str, Any]) -> list[str]:
+    """The arms' budget problems among the parts of an invalid config that did validate, so
+    that one pass lists them with the field errors (the model's own check needs a valid whole)."""
+    def valid(model: Any, value: Any) -> Any:
+        try:
+            return model.model_validate(value)
+        except ValidationError:
+            return None
+
+    sampling = valid(SamplingSpec, data.get("sampling", {}))
+    raw_scorers, raw_arms = data.get("scorers"), data.get("arms")
+    if sampling is None or not isinstance(raw_scorers, list) or not isinstance(raw_arms, list):
+        return []
+    scorers = [valid(ScorerSpec, s) for s in raw_scorers]
+    if None in scorers:
+        return []  # the default scorer (the first one) would be a guess
+    try:
+        default_budget = _check_budget(data.get("budget") or {})
+    except (ValueError, TypeError):
+        return []
+    out = []
+    for i, raw in enumerate(raw_arms):
+        arm = valid(ArmSpec, raw)
+        if arm is not None:
+            out += arm_problems(i, arm, scorers, default_budget, sampling.max_new_tokens)
     return out
 
 
@@ -408,11 +441,12 @@ def _describe(error: Any) -> str:
     return f"{where}: {msg}" if loc else msg
 
 
-def format_validation_error(err: ValidationError, source: str) -> str:
+def format_validation_error(err: ValidationError, source: str, extra: list[str] | None = None) -> str:
     """One line: where (file and field path), what is wrong, and how to fix it -- for every
-    error, unknown fields first (a misspelt field also makes a required one look missing)."""
+    error, unknown fields first (a misspelt field also makes a required one look missing), then
+    ``extra`` problems found beside them."""
     errors = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")  # stable
-    texts = list(dict.fromkeys(_describe(e) for e in errors))
+    texts = list(dict.fromkeys([*(_describe(e) for e in errors), *(extra or [])]))
     if len(texts) == 1:
         return f"{source}: {texts[0]}"
     return f"{source}: {len(texts)} errors: " + " ".join(f"({i}) {t};" for i, t in enumerate(texts, 1))[:-1]
@@ -437,7 +471,9 @@ def parse_config(data: Any, *, source: str = "config") -> RunConfig:
     try:
         return RunConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, source)) from None
+        fields_failed = any(e["loc"] for e in err.errors())  # else the model's own check listed all
+        extra = _partial_problems(data) if fields_failed else []
+        raise ConfigError(format_validation_error(err, source, extra)) from None
 
 
 def load_config(path: str | Path) -> RunConfig:
