@@ -33,7 +33,12 @@ from ttsearch.agents.checkpoints.model_pair import (
     PairManifest,
     check_same_tokenizer,
 )
-from ttsearch.agents.parsing import ActionParser, PlainActionParser, parse_candidate
+from ttsearch.agents.parsing import (
+    ActionParser,
+    AdmissibleMatchParser,
+    PlainActionParser,
+    parse_candidate,
+)
 from ttsearch.agents.prompting import PromptConfig, PromptRenderer
 
 __all__ = [
@@ -46,6 +51,7 @@ __all__ = [
     "ModelPair",
     "PairManifest",
     "PlainActionParser",
+    "AdmissibleMatchParser",
     "PromptConfig",
     "PromptRenderer",
     "Proposer",

@@ -2,6 +2,7 @@
 
     parser = PlainActionParser(lowercase=True, match_admissible=True)
     parser.parse("Action: North.", admissible=("north", "south"))      # -> "north"
+    AdmissibleMatchParser().parse("The exit is 3 east", admissible=("north", "east"))   # -> "east"
     action, error = parse_candidate(parser, "???", admissible=("north",))  # -> ("???", "...")
 
 Parsers raise :class:`ParseError`; :func:`parse_candidate` never raises: an unparseable message
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Protocol, runtime_checkable
 
 from ttsearch.envs.errors import ParseError
@@ -90,6 +92,43 @@ class PlainActionParser:
             return squashed[key]
         shown = ", ".join(admissible[:20]) + (", ..." if len(admissible) > 20 else "")
         raise ParseError(f"{action!r} is not an admissible action; valid: {shown}")
+
+
+@lru_cache(maxsize=4096)  # admissible actions repeat turn after turn; bounded for large action sets
+def _whole_words(action: str) -> re.Pattern[str]:
+    words = [re.escape(w) for w in action.split()]
+    return re.compile(r"(?<!\w)" + r"\s+".join(words) + r"(?!\w)", re.IGNORECASE)
+
+
+class AdmissibleMatchParser:
+    """The first admissible action the message mentions as a whole word (or words).
+
+    For chatty models that say the move inside a sentence ("The exit is 3 east" -> "east"):
+    every admissible action is looked for case-insensitively as a whole word sequence (any
+    whitespace between its words; a letter, digit or underscore next to it breaks the match,
+    so "northnorth" names nothing); the one whose first mention starts earliest wins, the
+    longest on a tie ("go north" over "go"). No admissible action mentioned: ParseError. An
+    observation without admissible actions falls back to ``fallback`` (default: the first line,
+    as :class:`PlainActionParser`).
+    """
+
+    def __init__(self, *, fallback: ActionParser | None = None):
+        self.fallback = fallback if fallback is not None else PlainActionParser()
+
+    def parse(self, text: str, *, admissible: Sequence[str] | None = None) -> str:
+        if admissible is None:
+            return self.fallback.parse(text, admissible=admissible)
+        found = []
+        for action in admissible:
+            if not action.strip():
+                continue
+            match = _whole_words(action).search(text)
+            if match:
+                found.append((match.start(), -len(action), action))
+        if not found:
+            shown = ", ".join(admissible[:20]) + (", ..." if len(admissible) > 20 else "")
+            raise ParseError(f"the message names no admissible action as a whole word; valid: {shown}")
+        return min(found)[2]
 
 
 def parse_candidate(

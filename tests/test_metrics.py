@@ -172,14 +172,15 @@ def test_budget_tuning_picks_the_cheapest_arm_within_one_stderr():
     table = tune(episodes)
     # easy: best bon8 = 1.0 with stderr 0 -> only bon8 qualifies
     assert table.best["easy"].arm == "bon8" and table.choice["easy"].arm == "bon8"
-    # hard: best bon8 0.6, stderr √(0.24/10) = 0.155 -> beam (0.5) qualifies and is cheaper
-    assert table.tolerance["hard"] == pytest.approx(math.sqrt(0.24 / 10))
+    # hard: best bon8 0.6, stderr √(0.24/9) = 0.163 (sample std, n − 1: the one formula of every
+    # table) -> beam (0.5) qualifies and is cheaper
+    assert table.tolerance["hard"] == pytest.approx(math.sqrt(0.24 / 9))
     assert table.choice["hard"].arm == "beam"
     assert [c.arm for c in table.cells["hard"]] == ["greedy", "beam", "bon8"]
     assert table.cells["hard"][0].success == pytest.approx(0.2) and table.cells["hard"][0].mean_tokens == 20
     # a fixed tolerance of 0.15 keeps greedy out on easy? 0.9 >= 1.0 − 0.15: greedy qualifies
     assert tune(episodes, tolerance=0.15).choice["easy"].arm == "greedy"
-    # all: greedy 11/20, beam 5/10, bon8 16/20 (stderr 0.089) -> only bon8
+    # all: greedy 11/20, beam 5/10, bon8 16/20 (stderr 0.092) -> only bon8
     assert table.choice["all"].arm == "bon8" and table.cells["all"][0].n == 20
     with pytest.raises(ConfigError, match="tolerance"):
         tune(episodes, tolerance=-1)

@@ -24,5 +24,6 @@ def test_wheel_holds_only_the_ttsearch_namespace_and_the_default_pair(tmp_path):
     assert "ttsearch/agents/checkpoints/pairs/maze/rm/model.safetensors" in names  # the task reward model
     assert "ttsearch/agents/checkpoints/pairs/smollm2-chain-sum/policy/adapter_model.safetensors" in names  # real LoRA
     assert "ttsearch/benchmarks/configs/paper-maze.yaml" in names
+    assert "ttsearch/__main__.py" in names and "ttsearch/__init__.py" not in names  # python -m ttsearch; still a namespace
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "ttsearch = ttsearch.benchmarks.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

@@ -97,12 +97,16 @@ def check_json(out: dict) -> None:
     assert out["fa"]["pa"]["methods"]["sharpest_drop"]["accuracy"] == 1.0
     # TTS arms and budget tuning
     assert out["tts_arms"]["bon4"]["success_rate"] == 0.5 and out["tts_arms"]["bon4"]["mean_tokens"] == 85
-    assert out["tts_arms"]["bon4"]["stderr"] == pytest.approx(math.sqrt(0.25 / 2))
+    # one stderr formula in every table: std([1, 0]) / √2 = √(p(1 − p)/(n − 1)), as for tts above
+    assert out["tts_arms"]["bon4"]["stderr"] == pytest.approx(0.5) == out["tts"]["pa"]["stderr"]
     assert out["tts_arms"]["greedy"]["success_rate"] == 0.0 and out["tts_arms"]["greedy"]["mean_tokens"] == 11
     d = out["budget"]["difficulties"]
     assert d["easy"]["choice"] == "bon4"     # greedy 0/1 vs bon4 1/1 (stderr 0)
     assert d["hard"]["choice"] == "greedy"   # both 0/1: the cheaper
-    assert d["all"]["choice"] == "bon4" and d["all"]["tolerance"] == pytest.approx(math.sqrt(0.25 / 2))
+    # all: bon4 1/2 ± 0.5 (the same stderr as the arms table), so greedy's 0/2 is within one stderr
+    assert d["all"]["best"] == "bon4" and d["all"]["tolerance"] == pytest.approx(0.5)
+    assert d["all"]["choice"] == "greedy"
+    assert out["available"] == {"best_of_n": True, "fa": True, "difficulty": True, "roc": True}
 
 
 def check_png(path: Path) -> None:
@@ -145,9 +149,14 @@ def test_undefined_metrics_are_null_with_a_reason(tmp_path):
     markdown = (tmp_path / "out" / "report.md").read_text()
     assert "only failures" in markdown and "no row kept its rollouts" in markdown
     assert "uq_fa_arms is empty" in markdown
-    assert set(out["budget"]["difficulties"]) == {"unknown", "all"}
+    # empty sections are left out of the markdown and the plots, and the notes say how to fill them
+    assert set(out["budget"]["difficulties"]) == {"all"}
+    assert out["available"] == {"best_of_n": False, "fa": False, "difficulty": False, "roc": False}
+    assert "Failure attribution" not in markdown and "| pa | min_cumulative |" not in markdown
+    assert "attribution='my_pkg.attribution'" in markdown and "no task has a known difficulty" in markdown
     for name in ("roc", "best_of_n", "attribution"):
-        check_png(tmp_path / "out" / f"{name}.png")
+        assert not (tmp_path / "out" / f"{name}.png").exists()
+    assert set(out["files"]) == {"markdown", "success_vs_compute", "reliability", "budget_tuning"}
 
 
 def test_missing_or_empty_run_is_a_one_line_error(tmp_path):

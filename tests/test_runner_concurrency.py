@@ -121,7 +121,7 @@ def test_raising_hanging_and_malformed_envs_end_their_episodes_as_error_rows(tmp
     clean, faulty = rows(tmp_path / "clean"), rows(tmp_path / "faulty")
     tasks = {t.kwargs["fault"]: t.id for t in list_tasks("faulty_maze", limit=10, faults=faults) if t.kwargs["fault"]}
     kinds = {tasks["raise"]: ("raised", "RuntimeError: the simulator crashed"), tasks["hang"]: ("timeout", "no answer"),
-             tasks["malformed"]: ("malformed", "Observation.text is int")}
+             tasks["malformed"]: ("malformed", "observation.text is int")}
     for key, row in faulty.items():
         task = row["task"]["id"]
         if task in kinds:

@@ -7,8 +7,11 @@
 Reads only ``DIR/episodes.jsonl`` and ``DIR/run.json`` (docs/run_schema.md); a trailing partial line
 is ignored, so it can run while the experiment is still writing. ``--json`` prints
 ``{"tts": {scorer: {"success_rate"}}, "uq": {scorer: {"auroc", ...}}, "fa": {scorer:
-{"accuracy", "mae", "methods"}}, "tts_arms", "best_of_n", "budget", "run", "notes", "files"}``;
-undefined metrics are null and the markdown says why.
+{"accuracy", "mae", "methods"}}, "tts_arms", "best_of_n", "budget", "available", "run", "notes",
+"files"}``; undefined metrics are null. The markdown and the plots leave out the sections
+without data (best-of-n without rollouts, failure attribution without an env's truth, budget
+tuning per difficulty without difficulties) and the notes say why and how an environment
+provides them. Every arm has one colour, and every scorer one, in every plot.
 """
 
 from __future__ import annotations
@@ -71,17 +74,18 @@ def to_markdown(summary: dict[str, Any], plots: dict[str, Path]) -> str:
                   [[label, m["n"], m["n_success"], m["auroc"], m["auprc"], m["spearman"], m["ece"], m["mapping"]]
                    for label, m in summary["uq"].items()])
     out += [f"- {label}: {note}" for label, m in summary["uq"].items() for note in m["notes"]]
-    out += ["", "## Failure attribution", "",
-            "Failed pool trajectories with a true decisive step; exact-step accuracy / MAE (steps).", ""]
-    fa_rows = []
-    for label, m in summary["fa"].items():
-        for method, r in m["methods"].items():
-            fa_rows.append([label, method, r["n"], r["accuracy"], r["mae"], r["within_one"]])
-    out += _table(["scorer", "method", "n", "accuracy", "MAE", "within ±1"], fa_rows)
-    out += ["Score-free references on the same failures:", ""]
-    out += _table(["baseline", "n", "accuracy", "MAE"],
-                  [[name, b["n"], b["accuracy"], b["mae"]] for name, b in summary["fa_baselines"].items()])
-    out += [f"- {label}: {note}" for label, m in summary["fa"].items() for note in m["notes"]]
+    if summary["available"]["fa"]:
+        out += ["", "## Failure attribution", "",
+                "Failed pool trajectories with a true decisive step; exact-step accuracy / MAE (steps).", ""]
+        fa_rows = []
+        for label, m in summary["fa"].items():
+            for method, r in m["methods"].items():
+                fa_rows.append([label, method, r["n"], r["accuracy"], r["mae"], r["within_one"]])
+        out += _table(["scorer", "method", "n", "accuracy", "MAE", "within ±1"], fa_rows)
+        out += ["Score-free references on the same failures:", ""]
+        out += _table(["baseline", "n", "accuracy", "MAE"],
+                      [[name, b["n"], b["accuracy"], b["mae"]] for name, b in summary["fa_baselines"].items()])
+        out += [f"- {label}: {note}" for label, m in summary["fa"].items() for note in m["notes"]]
     out += ["", "## Budget tuning", "",
             "Compute-optimal arm (chosen) = the cheapest arm whose success is at least the best arm's minus "
             f"a tolerance of {summary['budget']['tolerance_rule']}, per difficulty.", ""]

@@ -10,7 +10,7 @@ task) under the same per-episode :class:`Budget` (default ``tokens=240``: genera
 tokens together, so progress advantage pays for its reference pass; to spend about the same
 tokens, scorers that need no reference get ``--baseline-scale`` times more samples: a maze PA
 candidate costs 2 generated + 1 scored token, a log-prob one 2). It prints one JSON object:
-``results`` (success rate ± binomial stderr, mean tokens and other compute per episode, per
+``results`` (success rate ± stderr, mean tokens and other compute per episode, per
 cell), ``comparisons`` (the issue's claims as paired differences over the same episodes, with
 paired standard errors) and ``early_stopping`` (token saving and success change of each
 early-stopping variant against the same controller without it). With ``--out DIR`` every
@@ -20,7 +20,6 @@ finished episode is appended to ``DIR/cells/<cell>.jsonl`` and a rerun resumes.
 from __future__ import annotations
 
 import json
-import math
 import multiprocessing
 import time
 from collections.abc import Callable, Mapping
@@ -39,6 +38,7 @@ from ttsearch.envs import list_tasks
 from ttsearch.envs.base import Task
 from ttsearch.envs.errors import ConfigError, unknown_choice
 from ttsearch.scorers import make_scorer
+from ttsearch.scorers.metrics import mean_and_stderr, success_rate_and_stderr
 from ttsearch.search import CONTROLLERS, Budget, make_controller
 from ttsearch.search.base import resolve_horizon
 from ttsearch.search.early_stopping import describe, make_early_stop
@@ -220,14 +220,14 @@ def run_cell(cell: dict[str, Any], task_dicts: list[dict[str, Any]], budget_text
 
 def summarize(cell: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
     n = len(records)
-    p = sum(r["success"] for r in records) / n
+    p, stderr = success_rate_and_stderr([r["success"] for r in records])
 
     def mean(key: str) -> float:
         return sum(r[key] for r in records) / n
 
     return {"cell": cell["id"], "controller": cell["controller"], "scorer": cell["scorer"],
             "early_stop": cell["early_stop"], "options": cell["options"], "episodes": n, "success_rate": p,
-            "stderr": math.sqrt(p * (1 - p) / n), "tokens": mean("tokens"),
+            "stderr": stderr, "tokens": mean("tokens"),
             "generated_tokens": mean("generated_tokens"), "scored_tokens": mean("scored_tokens"),
             "model_calls": mean("model_calls"), "env_steps": mean("env_steps"), "steps": mean("steps"),
             "budget_stops": sum(r["stop_reason"].startswith("budget:") for r in records),
@@ -238,12 +238,10 @@ def paired(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> tuple[float, flo
     """Mean of success(a) − success(b) over shared tasks, its paired stderr, and the count."""
     sb = {r["task"]: r["success"] for r in b}
     diffs = [float(r["success"]) - float(sb[r["task"]]) for r in a if r["task"] in sb]
-    n = len(diffs)
-    if n == 0:
+    if not diffs:
         return 0.0, 0.0, 0
-    mean = sum(diffs) / n
-    var = sum((d - mean) ** 2 for d in diffs) / (n - 1) if n > 1 else 0.0
-    return mean, math.sqrt(var / n), n
+    mean, stderr = mean_and_stderr(diffs)
+    return float(mean), float(stderr), len(diffs)
 
 
 def comparisons(records: dict[str, list[dict[str, Any]]]) -> tuple[list[dict], list[dict]]:

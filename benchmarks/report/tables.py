@@ -20,7 +20,17 @@ Sections of ``summary`` (JSON-able; a metric that is undefined is null, and ``no
 * ``fa[scorer]``: over the FAILED pool trajectories with a true decisive step, accuracy and MAE
   of ``min_cumulative`` plus every method under ``methods``; ``fa_baselines``: blaming the first
   step, the last step or a uniformly random step on the same failures.
-* ``budget``: per difficulty × arm success and mean tokens, and the compute-optimal arm.
+* ``budget``: per difficulty × arm success and mean tokens, and the compute-optimal arm (the
+  group ``all`` alone when the tasks have one difficulty, or none known: another group would
+  only repeat it).
+* ``available``: which optional sections have data (``best_of_n``, ``fa``, ``difficulty``,
+  ``roc``); the markdown and the plots leave out the ones that do not, and ``notes`` say why.
+
+Difficulty and failure-attribution truth come from the environment: an env registered with an
+attribution module (``register(name, Env, tasks=..., attribution="my_pkg.attribution")``, a
+module with ``task_info(task) -> {"difficulty": ...}`` and ``decisive_mistake(trajectory) ->
+{"decisive_step": ...}``) gets both recorded in every row by ``ttsearch run``
+(``benchmarks/run/episode_record.py``); without one they are null.
 """
 
 from __future__ import annotations
@@ -30,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ttsearch.benchmarks.report.budget_tuning import BudgetTable, EpisodeOutcome, tune
+from ttsearch.benchmarks.report.budget_tuning import ALL, BudgetTable, EpisodeOutcome, tune
 from ttsearch.benchmarks.report.metrics_fa import all_methods, positional_baselines
 from ttsearch.benchmarks.report.metrics_tts import (
     best_of_n_curve,
@@ -40,9 +50,14 @@ from ttsearch.benchmarks.report.metrics_tts import (
 )
 from ttsearch.benchmarks.report.metrics_uq import roc_points, uq_metrics
 from ttsearch.envs.errors import ConfigError
+from ttsearch.scorers.metrics import success_rate_and_stderr
 
 EPISODES_FILE, MANIFEST_FILE = "episodes.jsonl", "run.json"
 UNKNOWN_DIFFICULTY = "unknown"
+ATTRIBUTION_HOOK = ("register the env with an attribution module: register(name, Env, tasks=..., "
+                    "attribution='my_pkg.attribution'), a module with task_info(task) -> {'difficulty': ...} "
+                    "and decisive_mistake(trajectory) -> {'decisive_step': ...}")
+"""How an environment provides difficulty and failure-attribution truth (said in the notes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,8 +150,8 @@ def _tts_arms(run: RunData, arms: list[str]) -> dict[str, Any]:
         rows = [r for r in run.rows if r["arm"] == arm]
         if not rows:
             continue
-        p = sum(bool(r["success"]) for r in rows) / len(rows)
-        out[arm] = {"n": len(rows), "success_rate": p, "stderr": (p * (1 - p) / len(rows)) ** 0.5,  # binomial
+        p, stderr = success_rate_and_stderr([bool(r["success"]) for r in rows])
+        out[arm] = {"n": len(rows), "success_rate": p, "stderr": stderr,
                     "mean_tokens": mean_and_stderr([r["usage"].get("tokens", 0) for r in rows])[0],
                     "mean_generated_tokens": mean_and_stderr([r["usage"].get("generated_tokens", 0) for r in rows])[0],
                     "controller": rows[0].get("controller"), "search_scorer": rows[0].get("search_scorer")}
@@ -217,10 +232,16 @@ def _fa_baselines(pool: list[dict[str, Any]]) -> dict[str, Any]:
     return positional_baselines([t["n_steps"] for t in failures], [t["truth"]["decisive_step"] for t in failures])
 
 
-def _budget(run: RunData, tolerance: float | None) -> tuple[dict[str, Any], BudgetTable]:
+def _budget(run: RunData, tolerance: float | None, notes: list[str]) -> tuple[dict[str, Any], BudgetTable]:
     outcomes = [EpisodeOutcome(str(((r.get("task") or {}).get("info") or {}).get("difficulty") or UNKNOWN_DIFFICULTY),
                                r["arm"], bool(r["success"]), float(r["usage"].get("tokens", 0))) for r in run.rows]
     table = tune(outcomes, tolerance=tolerance)
+    groups = [d for d in table.cells if d != ALL]
+    if len(groups) == 1:  # the one group repeats "all": leave it out
+        notes.append("budget tuning per difficulty: no task has a known difficulty; " + ATTRIBUTION_HOOK
+                     if groups == [UNKNOWN_DIFFICULTY] else
+                     f"budget tuning: every task has difficulty {groups[0]!r}, so only 'all' is shown")
+        table = BudgetTable(*({ALL: part[ALL]} for part in (table.cells, table.best, table.choice, table.tolerance)))
     out = {}
     for difficulty, cells in table.cells.items():
         out[difficulty] = {"best": table.best[difficulty].arm, "choice": table.choice[difficulty].arm,
@@ -238,7 +259,14 @@ def build_report(run: RunData, *, tolerance: float | None = None) -> Report:
     best = _best_of_n(run, arms, scorers)
     pool = _pool(run, arms, notes)
     uq, roc = _uq(pool, scorers)
-    budget, table = _budget(run, tolerance)
+    budget, table = _budget(run, tolerance, notes)
+    fa = _fa(pool, scorers)
+    has_truth = any((t.get("truth") or {}).get("decisive_step") is not None for t in pool)
+    if not has_truth:
+        failures = sum(not t["success"] for t in pool)
+        notes.append("failure attribution left out: " + (
+            "no failed trajectory in the UQ/FA pool" if not failures else
+            f"none of the {failures} failed trajectories has a known decisive step; " + ATTRIBUTION_HOOK))
     summary = {
         "run": {"dir": str(run.directory), "episodes": len(run.rows), "env_errors": len(run.errors),
                 "arms": arms, "scorers": scorers,
@@ -248,9 +276,11 @@ def build_report(run: RunData, *, tolerance: float | None = None) -> Report:
         "tts_arms": _tts_arms(run, arms),
         "best_of_n": best,
         "uq": uq,
-        "fa": _fa(pool, scorers),
+        "fa": fa,
         "fa_baselines": _fa_baselines(pool),
         "budget": budget,
+        "available": {"best_of_n": bool(best), "fa": any(m["n"] for m in fa.values()),
+                      "difficulty": len(table.cells) > 1, "roc": any(p is not None for p in roc.values())},
         "notes": notes,
     }
     return Report(summary, roc, table)

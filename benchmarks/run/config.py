@@ -5,8 +5,11 @@
 
 A config is YAML (see ``benchmarks/configs/smoke-maze.yaml``)::
 
+    imports: [keydoor_env]             # optional: modules that register environments (imported first)
     pair: default:maze                 # a shipped pair, or a folder made by `ttsearch pair train`
     tasks: {split: test, limit: 50}    # env: the pair's env unless given; kwargs over the pair's
+    # or tasks listed inline (any env, a lister or not):
+    # tasks: {env: keydoor, items: [{id: kd-0, seed: 0, kwargs: {size: 5}}, {id: kd-1, seed: 1}]}
     seeds: [0]                         # controller seeds
     arms:                              # one controller (+ the scorer label that guides it) each
       - {name: greedy, controller: greedy}
@@ -16,9 +19,11 @@ A config is YAML (see ``benchmarks/configs/smoke-maze.yaml``)::
       - {name: self_certainty, label: sc, kwargs: {k: 20}}
     applications: {uq_fa_arms: [bon16-pa]}
 
-Unknown fields, unknown controller/scorer/env names, bad budgets and missing pair folders are
-refused with one line naming the field and the fix. Relative pair folders are resolved against
-the current directory.
+The whole config is checked before anything runs, and every problem is listed in one line
+(unknown fields first, since a misspelt field also makes a required one look missing): unknown
+fields, unknown controller/scorer/env names, environment modules that do not import, bad and
+impossible budgets (an arm whose budget cannot pay for one call of its controller with its
+scorer), missing pair folders. Relative pair folders are resolved against the current directory.
 """
 
 from __future__ import annotations
@@ -33,8 +38,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ttsearch.agents.checkpoints.shipped import SHIPPED_PAIRS
 from ttsearch.envs.errors import ConfigError, TtsearchError, unknown_choice
-from ttsearch.envs.registry import REGISTRY, load_attr
+from ttsearch.envs.registry import REGISTRY, env_names, import_modules, load_attr
 from ttsearch.scorers.registry import SCORERS, scorer_options
+from ttsearch.search.base import Controller
 from ttsearch.search.budget import Budget
 from ttsearch.search.registry import CONTROLLERS, make_controller
 
@@ -118,24 +124,64 @@ class ArmSpec(_Model):
         return self
 
 
+class TaskItem(_Model):
+    """One task listed inline: ``Task(env=tasks.env, id=id, seed=seed, kwargs={**tasks.kwargs, **kwargs})``."""
+
+    id: str = Field(min_length=1)
+    seed: int = 0
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
 class TaskSpec(_Model):
-    """Which tasks: ``list_tasks(env, split=..., limit=..., [episode_seed=...,] **kwargs)``."""
+    """Which tasks: ``list_tasks(env, split=..., limit=..., [episode_seed=...,] **kwargs)``, or
+    the ``items`` listed inline (then ``limit``, when given, keeps the first ones)."""
 
     env: str | None = None
-    """Environment name (default: the pair's env from its manifest)."""
+    """Environment name (default: the pair's env from its manifest) or a ``"module:Class"`` spec."""
     split: str = "test"
-    limit: int = Field(ge=1)
+    limit: int | None = Field(default=None, ge=1)
+    """How many tasks (required with a task lister; optional with ``items``)."""
     episode_seed: int | None = None
     """Passed to the env's task lister when set (the maze seeds its episodes with it)."""
     kwargs: dict[str, Any] = Field(default_factory=dict)
     """Task-lister / env options, laid over the pair manifest's env kwargs (minus gamma)."""
+    items: list[TaskItem] | None = Field(default=None, min_length=1)
+    """Tasks listed inline, for any env (one without a task lister too)."""
 
     @field_validator("env")
     @classmethod
     def _known(cls, value: str | None) -> str | None:
-        if value is not None and ":" not in value and value not in REGISTRY:
-            raise ValueError(unknown_choice("environment", value, REGISTRY) + " (or a 'module:Class' spec)")
+        if value is None:
+            return value
+        if ":" in value:
+            try:  # imported now: a missing module is a config error, before any weights load
+                load_attr(value, what="environment")
+            except TtsearchError as err:
+                raise ValueError(str(err)) from None
+        elif value not in REGISTRY and value not in env_names():
+            raise ValueError(unknown_choice("environment", value, env_names())
+                             + " (or a 'module:Class' spec, or add the module that registers it to 'imports')")
         return value
+
+    @model_validator(mode="after")
+    def _which(self) -> TaskSpec:
+        if self.items is None:
+            if self.limit is None:
+                raise ValueError("give 'limit' (how many tasks the env's task lister yields) or list the "
+                                 "tasks in 'items': [{id: ..., seed: ..., kwargs: {...}}]")
+            entry = REGISTRY.get(self.env) if self.env is not None else None
+            if self.env is not None and (":" in self.env or (entry is not None and entry.tasks is None)):
+                raise ValueError(f"environment {self.env!r} has no task list; list its tasks in 'items': "
+                                 "[{id: ..., seed: ..., kwargs: {...}}], or register it with "
+                                 "tasks='module:lister' and name it by that name")
+        else:
+            ids = [item.id for item in self.items]
+            dupes = sorted({i for i in ids if ids.count(i) > 1})
+            if dupes:
+                raise ValueError(f"duplicate task id(s) {', '.join(dupes)} in 'items'; results are keyed by id")
+            if self.episode_seed is not None:
+                raise ValueError("episode_seed is a task-lister option; give each item its own 'seed'")
+        return self
 
 
 class SamplingSpec(_Model):
@@ -187,6 +233,9 @@ class RunConfig(_Model):
     """A whole experiment (see the module docstring)."""
 
     name: str = "run"
+    imports: list[str] = Field(default_factory=list)
+    """Modules imported before the rest of the config is read (they ``register`` environments);
+    the working directory is importable. ``parse_config`` imports them."""
     pair: str
     tasks: TaskSpec
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
@@ -268,20 +317,33 @@ class RunConfig(_Model):
 
     @model_validator(mode="after")
     def _references(self) -> RunConfig:
+        problems = self.problems()
+        if len(problems) == 1:
+            raise ValueError(problems[0])
+        if problems:
+            raise ValueError(f"{len(problems)} errors: " + " ".join(f"({i}) {p};" for i, p in enumerate(problems, 1))[:-1])
+        return self
+
+    def problems(self) -> list[str]:
+        """Every cross-field problem ("where: what"), all of them: names that must refer to each
+        other, and each arm's budget against the smallest call its controller makes."""
+        out = []
         arms = [a.name for a in self.arms]
         labels = self.scorer_labels()
         for kind, names in (("arm name", arms), ("scorer label", labels)):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
-                raise ValueError(f"duplicate {kind}(s) {', '.join(dupes)}; give each a unique one")
+                out.append(f"duplicate {kind}(s) {', '.join(dupes)}; give each a unique one")
         for i, arm in enumerate(self.arms):
             if arm.scorer is not None and arm.scorer not in labels:
-                raise ValueError(f"arms[{i}].scorer {arm.scorer!r} is not an evaluation scorer label; "
-                                 f"choose one of: {', '.join(labels)} (or add it to 'scorers')")
+                out.append(f"arms[{i}].scorer {arm.scorer!r} is not an evaluation scorer label; "
+                           f"choose one of: {', '.join(labels)} (or add it to 'scorers')")
+            else:
+                out += arm_problems(i, arm, self.scorers, self.budget, self.sampling.max_new_tokens)
         for name in self.applications.uq_fa_arms:
             if name not in arms:
-                raise ValueError(f"applications.uq_fa_arms: {unknown_choice('arm', name, arms)}")
-        return self
+                out.append(f"applications.uq_fa_arms: {unknown_choice('arm', name, arms)}")
+        return out
 
     def scorer_labels(self) -> list[str]:
         return [s.key for s in self.scorers]
@@ -300,8 +362,78 @@ class RunConfig(_Model):
         data["engine"] = {"kind": self.engine.kind}  # URLs and processes are deployment
         for deployment in ("concurrency", "executor", "env_timeout_s"):
             data.pop(deployment)
+        # Fields added later are hashed only when set, so runs made before them still resume.
+        if not data["imports"]:
+            del data["imports"]
+        if data["tasks"]["items"] is None:
+            del data["tasks"]["items"]
+        if data["prompt"] == "auto":
+            del data["prompt"]
         text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def feasibility_problems(controller: Controller, scorer: Any, budget: Budget, *, max_new_tokens: int,
+                         scorer_label: str | None = None) -> list[str]:
+    """What stops ``controller`` guided by ``scorer`` (an instance or its class) from taking one
+    step under ``budget``: the checks ``SearchContext`` makes when an episode starts, made up
+    front so that nothing fails after other work has run."""
+    label = scorer_label or getattr(scorer, "name", "scorer")
+    scores_steps = controller._scores_steps()  # the controller's own rule (greedy: only when asked)
+    needs_reference = scores_steps and "reference_logprobs" in getattr(scorer, "requires", frozenset())
+    out = []
+    if scores_steps and not getattr(scorer, "scores_candidates", True) and (
+            controller.ranks_candidates or controller.early_stop):
+        out.append(f"scorer {label!r} scores whole trajectories only; use it with greedy or "
+                   "trajectory_best_of_n (without early_stop), or as an evaluation scorer")
+    try:
+        budget.check_feasible(max_new_tokens=max_new_tokens, scores_reference=needs_reference)
+    except TtsearchError as err:
+        out.append(str(err))
+    return out
+
+
+def arm_problems(index: int, arm: ArmSpec, scorers: list[ScorerSpec], default_budget: dict[str, Any],
+                 max_new_tokens: int) -> list[str]:
+    """What stops arm ``index`` from taking a single step, found before any episode runs."""
+    label = arm.scorer if arm.scorer is not None else (scorers[0].key if scorers else None)  # as the runner picks
+    spec = next((s for s in scorers if s.key == label), None)
+    if spec is None:
+        return []  # reported as an unknown label, or the scorers did not validate
+    controller = make_controller(arm.controller, seed=0, **arm.kwargs)
+    where = "budget" if arm.budget is not None else "the default budget"
+    budget = Budget(**(default_budget if arm.budget is None else arm.budget))
+    problems = feasibility_problems(controller, SCORERS[spec.name], budget, max_new_tokens=max_new_tokens,
+                                    scorer_label=label)
+    return [f"arms[{index}] ({arm.name}): " + (p if p.startswith("scorer") else f"{where}: {p}") for p in problems]
+
+
+def _partial_problems(data: dict[str, Any]) -> list[str]:
+    """The arms' budget problems among the parts of an invalid config that did validate, so
+    that one pass lists them with the field errors (the model's own check needs a valid whole)."""
+    def valid(model: Any, value: Any) -> Any:
+        try:
+            return model.model_validate(value)
+        except ValidationError:
+            return None
+
+    sampling = valid(SamplingSpec, data.get("sampling", {}))
+    raw_scorers, raw_arms = data.get("scorers"), data.get("arms")
+    if sampling is None or not isinstance(raw_scorers, list) or not isinstance(raw_arms, list):
+        return []
+    scorers = [valid(ScorerSpec, s) for s in raw_scorers]
+    if None in scorers:
+        return []  # the default scorer (the first one) would be a guess
+    try:
+        default_budget = _check_budget(data.get("budget") or {})
+    except (ValueError, TypeError):
+        return []
+    out = []
+    for i, raw in enumerate(raw_arms):
+        arm = valid(ArmSpec, raw)
+        if arm is not None:
+            out += arm_problems(i, arm, scorers, default_budget, sampling.max_new_tokens)
+    return out
 
 
 def _loc_text(loc: tuple[Any, ...]) -> str:
@@ -328,36 +460,58 @@ def _fields_at(loc: tuple[Any, ...]) -> list[str] | None:
     return list(getattr(model, "model_fields", {}))
 
 
-def format_validation_error(err: ValidationError, source: str) -> str:
-    """One line: where (file and field path), what is wrong, and how to fix it."""
-    first = err.errors()[0]
+def _describe(error: Any) -> str:
+    """One pydantic error as "where: what (fix)"."""
     # drop pydantic's union-member tags (e.g. "literal['auto','none']"): not config fields
-    loc = tuple(p for p in first["loc"] if isinstance(p, int) or "[" not in p)
+    loc = tuple(p for p in error["loc"] if isinstance(p, int) or "[" not in p)
     where = _loc_text(loc)
-    if first["type"] == "extra_forbidden":
+    if error["type"] == "extra_forbidden":
         valid = _fields_at(loc)
         fix = f"; valid fields here: {', '.join(valid)}" if valid else ""
         msg = f"unknown field {loc[-1]!r}{fix}"
         where = _loc_text(loc[:-1])
-    elif first["type"] == "missing":
+    elif error["type"] == "missing":
         msg = "required field is missing; add it"
     else:
-        msg = first["msg"].removeprefix("Value error, ")
-        if first["type"] not in ("value_error", "assertion_error"):
-            msg += f" (got {first.get('input')!r})"
-    more = len(err.errors()) - 1
-    tail = f" (+{more} more error{'s' if more > 1 else ''})" if more else ""
-    return f"{source}: {where}: {msg}{tail}" if loc else f"{source}: {msg}{tail}"
+        msg = error["msg"].removeprefix("Value error, ")
+        if error["type"] not in ("value_error", "assertion_error"):
+            msg += f" (got {error.get('input')!r})"
+    return f"{where}: {msg}" if loc else msg
+
+
+def format_validation_error(err: ValidationError, source: str, extra: list[str] | None = None) -> str:
+    """One line: where (file and field path), what is wrong, and how to fix it -- for every
+    error, unknown fields first (a misspelt field also makes a required one look missing), then
+    ``extra`` problems found beside them."""
+    errors = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")  # stable
+    texts = list(dict.fromkeys([*(_describe(e) for e in errors), *(extra or [])]))
+    if len(texts) == 1:
+        return f"{source}: {texts[0]}"
+    return f"{source}: {len(texts)} errors: " + " ".join(f"({i}) {t};" for i, t in enumerate(texts, 1))[:-1]
+
+
+def _import_first(data: dict[str, Any], source: str) -> None:
+    """Import the config's ``imports`` before validating the rest (they register its env names)."""
+    imports = data.get("imports", [])
+    if not isinstance(imports, list) or not all(isinstance(m, str) for m in imports):
+        raise ConfigError(f"{source}: imports: must be a list of module names, e.g. imports: [keydoor_env]")
+    try:
+        import_modules(imports, source="imports:")
+    except TtsearchError as err:
+        raise ConfigError(f"{source}: imports: {err}") from None
 
 
 def parse_config(data: Any, *, source: str = "config") -> RunConfig:
     """Validate a config mapping; errors become one-line :class:`ConfigError`."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the config must be a YAML mapping of fields (pair, tasks, arms, scorers, ...)")
+    _import_first(data, source)
     try:
         return RunConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, source)) from None
+        fields_failed = any(e["loc"] for e in err.errors())  # else the model's own check listed all
+        extra = _partial_problems(data) if fields_failed else []
+        raise ConfigError(format_validation_error(err, source, extra)) from None
 
 
 def load_config(path: str | Path) -> RunConfig:

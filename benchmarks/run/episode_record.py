@@ -5,26 +5,24 @@
     traj["scores"]["pa"]["trajectory"], traj["scores"]["pa"]["steps"]
 
 ``rescored`` must carry the token data every scorer needs (``Agent.rescore`` provides policy
-and reference log-probs plus top-k log-probs for every step). Failure-attribution truth comes
-from the env's attribution module (see ``ATTRIBUTION``), loaded only when used; an env without
-one gets null fields.
+and reference log-probs plus top-k log-probs for every step). Task difficulty and
+failure-attribution truth come from the env's attribution module, named by its registry entry
+(``register(name, Env, attribution="module")``; see ``ttsearch.envs.registry.EnvEntry``) and
+loaded only when used; an env without one gets null fields (and the report leaves those
+sections out).
 """
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
 from ttsearch.envs.base import Task, Trajectory
+from ttsearch.envs.errors import EnvError
+from ttsearch.envs.registry import env_entry, import_module
 from ttsearch.scorers.base import Scorer
-
-ATTRIBUTION: dict[str, str] = {
-    "maze": "ttsearch.envs.maze.attribution",
-}
-"""Env name -> module with ``task_info(task) -> dict`` and ``decisive_mistake(trajectory) -> dict``."""
 
 NULL_TRUTH: dict[str, Any] = {"decisive_step": None, "decisive_regret": None}
 _LOADED: dict[str, ModuleType | None] = {}
@@ -33,11 +31,11 @@ _LOADED: dict[str, ModuleType | None] = {}
 def attribution_module(env: str) -> ModuleType | None:
     """The env's attribution module, or None when it has none."""
     if env not in _LOADED:
-        path = ATTRIBUTION.get(env)
-        module = None
-        if path is not None:
-            module = importlib.import_module(path)
-        _LOADED[env] = module
+        try:
+            path = env_entry(env).attribution
+        except EnvError:  # an env name this process cannot resolve has no attribution
+            path = None
+        _LOADED[env] = None if path is None else import_module(path, what=f"attribution of env {env!r}")
     return _LOADED[env]
 
 

@@ -29,14 +29,14 @@ from ttsearch.agents import (
     SamplingParams,
 )
 from ttsearch.agents.checkpoints.lora import servable_folder
-from ttsearch.agents.checkpoints.model_pair import open_engine
+from ttsearch.agents.checkpoints.model_pair import PairManifest, open_engine
 from ttsearch.agents.checkpoints.shipped import default_pair_dir
 from ttsearch.agents.engines.batching import BatchingBackend
 from ttsearch.agents.engines.process import EngineProcess
 from ttsearch.agents.engines.sglang.backend import SGLangBackend
 from ttsearch.benchmarks.run.arms import ResolvedArm, resolve_arm
 from ttsearch.benchmarks.run.config import DEFAULT_PAIR_PREFIX, RunConfig
-from ttsearch.envs import list_tasks
+from ttsearch.benchmarks.run.tasks import config_tasks
 from ttsearch.envs.errors import ConfigError, TtsearchError
 from ttsearch.envs.registry import load_attr
 from ttsearch.scorers import make_scorer
@@ -155,28 +155,14 @@ def prompt_for(pair: Any, env: str, tasks: list[Any], choice: str = "auto") -> t
 
 def setup(config: RunConfig, *, limit: int | None = None, out: Path | None = None, concurrency: int = 1) -> Setup:
     pair_dir = resolve_pair_dir(config.pair)
+    # Tasks, parser and horizon before the weights: an env or config problem fails in seconds.
+    env, tasks = config_tasks(config, PairManifest.read(pair_dir), limit=limit)
+    parser = build_parser(config)
+    horizon = resolve_horizon(config.horizon, tasks[0])
     pair = ModelPair.load_dir(pair_dir)
-    manifest = pair.manifest
-    env = config.tasks.env or manifest.env
-    if env is None:
-        raise ConfigError(f"tasks.env: the pair at {pair_dir} names no environment; set tasks.env (e.g. maze)")
-    env_kwargs = dict(manifest.env_kwargs) if env == manifest.env else {}
-    env_kwargs.pop("gamma", None)  # a solver setting, not needed to play
-    env_kwargs.update(config.tasks.kwargs)
-    n = config.tasks.limit if limit is None else min(limit, config.tasks.limit)
-    try:
-        if config.tasks.episode_seed is not None:
-            env_kwargs["episode_seed"] = config.tasks.episode_seed
-        tasks = list_tasks(env, split=config.tasks.split, limit=n, **env_kwargs)
-    except TtsearchError as err:
-        raise ConfigError(f"tasks: {err}") from None
-    if not tasks:
-        raise ConfigError(f"tasks: environment {env!r} listed no tasks for split {config.tasks.split!r}")
     s = config.sampling
     sampling = SamplingParams(max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k)
-    parser = build_parser(config)
     scorers = {spec.key: build_scorer(spec, pair) for spec in config.scorers}
-    horizon = resolve_horizon(config.horizon, tasks[0])
     arms = [resolve_arm(arm, config, horizon) for arm in config.arms]
     prompt_config, prompt = prompt_for(pair, env, tasks, config.prompt)
     pair, closers = serve_pair(pair, pair_dir, config, (out or Path(".")) / "sglang", concurrency=concurrency)
