@@ -37,7 +37,7 @@ from ttsearch.agents.checkpoints.model_pair import PairManifest
 from ttsearch.agents.checkpoints.shipped import default_pair_dir
 from ttsearch.benchmarks.perf.search import make_scorer_for, make_tasks
 from ttsearch.benchmarks.run.config import RunConfig, feasibility_problems, load_config
-from ttsearch.benchmarks.run.runner import build_parser, build_scorer, resolve_pair_dir
+from ttsearch.benchmarks.run.setup import build_parser, build_scorer, resolve_pair_dir
 from ttsearch.benchmarks.run.tasks import config_tasks
 from ttsearch.envs.errors import ConfigError, TtsearchError
 from ttsearch.envs.registry import env_entry
