@@ -222,10 +222,12 @@ trunks = st.lists(st.lists(token, min_size=1, max_size=30), min_size=1, max_size
         max_size=4,
     ),
     budget=st.sampled_from([0, 600, 4_000, 1 << 30]),
+    in_place=st.sampled_from([1, 4, 10**6]),
 )
-def test_engine_equals_full_forward_across_calls(model, trunk_pool, calls, budget):
-    """Random prefixes off shared trunks, K candidates / K samples each, any cache state."""
-    backend = TransformersBackend(model, cache_bytes=budget)
+def test_engine_equals_full_forward_across_calls(model, trunk_pool, calls, budget, in_place):
+    """Random prefixes off shared trunks, K candidates / K samples each, any cache state, cached
+    pieces read in place (every piece, pieces of 4+ tokens) or copied (none in place)."""
+    backend = TransformersBackend(model, cache_bytes=budget, in_place_min_tokens=in_place)
     for kind, prefix_specs, conts, seed in calls:
         prefixes = []
         for which, cut, suffix in prefix_specs:

@@ -48,7 +48,11 @@ from ttsearch.agents.checkpoints.lora import (
 )
 from ttsearch.agents.engines.transformers.calls import CallChecker, SampleCall
 from ttsearch.agents.engines.transformers.decoding import decode
-from ttsearch.agents.engines.transformers.packed_rows import KV_TOKEN_AXIS, PackedRunner
+from ttsearch.agents.engines.transformers.packed_rows import (
+    IN_PLACE_MIN_TOKENS,
+    KV_TOKEN_AXIS,
+    PackedRunner,
+)
 from ttsearch.agents.engines.transformers.radix_cache import RadixCache
 from ttsearch.agents.engines.transformers.scoring import score_calls
 from ttsearch.envs.errors import BackendError
@@ -72,7 +76,8 @@ class TransformersBackend:
     ``cache_bytes``: the tree's budget (keys, values and stored logits); 0 disables the cache.
     ``cache_generated``: also keep the KV of continuation tokens that were fed (sampled tokens
     but the last, scored candidates but the last), so a next prompt that extends one of them
-    reuses it. See the module docstring.
+    reuses it. ``in_place_min_tokens``: cached pieces this long are read in place, shorter ones
+    copied (``packed_rows.IN_PLACE_MIN_TOKENS``). See the module docstring.
     """
 
     def __init__(
@@ -85,6 +90,7 @@ class TransformersBackend:
         tokenizer: Any = None,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         cache_generated: bool = True,
+        in_place_min_tokens: int = IN_PLACE_MIN_TOKENS,
     ):
         if cache_bytes < 0:
             raise BackendError(
@@ -147,7 +153,8 @@ class TransformersBackend:
         cache = (
             RadixCache(budget_bytes=cache_bytes, token_axis=KV_TOKEN_AXIS) if cache_bytes else None
         )
-        self.runner = PackedRunner(model, cache=cache, cache_generated=cache_generated)
+        self.runner = PackedRunner(model, cache=cache, cache_generated=cache_generated,
+                                   in_place_min_tokens=in_place_min_tokens)
         self._evictions_seen = 0
 
     # -- protocol properties -------------------------------------------------------------

@@ -68,9 +68,10 @@ class CallChecker:
 
     def check_score(self, requests: Sequence[ScoreRequest]) -> list[ScoreRequest]:
         """A ``score`` call's requests, checked (one-line BackendError) and normalised to tuples."""
+        prefixes = as_ids([req.prefix_ids for req in requests])  # K requests share one prefix object
         out = []
-        for req in requests:
-            prefix, cont = tuple(map(int, req.prefix_ids)), tuple(map(int, req.continuation_ids))
+        for req, prefix in zip(requests, prefixes, strict=True):
+            cont = tuple(map(int, req.continuation_ids))
             if cont and not prefix:
                 raise BackendError("score() needs a non-empty prefix: the first token has no context")
             if cont:

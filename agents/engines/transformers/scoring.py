@@ -56,7 +56,7 @@ def score_calls(runner: PackedRunner, calls: Sequence[Sequence[ScoreRequest]], *
         remembered: list[list] = [[] for _ in unique]
         for prefix, cont in pairs:
             r, off = place[(prefix, cont)]
-            remembered[r].append((cont[:-1], [rows.tail + off + t for t in range(len(cont) - 1)]))
+            remembered[r].append((cont[:-1], [rows.prompt_end + off + t for t in range(len(cont) - 1)]))
         runner.insert_continuations(rows, remembered)
     finally:
         runner.release(rows)
