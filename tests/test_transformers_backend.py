@@ -196,7 +196,8 @@ def test_sampling_follows_temperature_and_top_k(backend, truth, prompts):
     draws = [s.token_ids[0] for s in backend.sample([prompt], n=3000, params=params)[0]]
     counts = torch.tensor([draws.count(int(t)) for t in top.indices], dtype=torch.float32)
     assert counts.sum() == 3000  # nothing outside the top-k
-    assert (counts / 3000 - expected).abs().sum() / 2 < 0.04  # total-variation distance
+    # total-variation distance; its expectation for 3000 draws over 4 outcomes is <= 0.013
+    assert (counts / 3000 - expected).abs().sum() / 2 < 0.04
     nucleus = SamplingParams(max_new_tokens=1, temperature=1.0, top_p=1e-6, seed=0)
     assert {s.token_ids for s in backend.sample([prompt], n=20, params=nucleus)[0]} == {
         (int(top.indices[0]),)

@@ -21,7 +21,7 @@ from ttsearch.benchmarks.report.whowhen_attribution import (
 from ttsearch.envs.errors import ConfigError
 from ttsearch.envs.whowhen import FailureLog, Message, load_whowhen
 
-from tolerances import model_tol
+from tolerances import EXACT, model_tol
 
 DATA = Path(__file__).parent / "data" / "whowhen"
 
@@ -105,7 +105,7 @@ def test_summary_matches_hand_computation():
     assert out["sharpest_drop"] == {"agent_accuracy": 0.5, "step_accuracy": 0.5, "step_mae": 0.5}
     assert out["sharpest_abs_drop"] == {"agent_accuracy": 0.0, "step_accuracy": 0.0, "step_mae": 1.0}
     base = attribution_summary(logs, scores)["baselines"]
-    assert base["random_step_expected_accuracy"] == pytest.approx((1 / 4 + 1 / 3) / 2)
+    assert base["random_step_expected_accuracy"] == pytest.approx((1 / 4 + 1 / 3) / 2, abs=EXACT)
     assert base["last_step"]["step_accuracy"] == 0.0 and base["first_step"]["step_mae"] == 1.5
 
 
