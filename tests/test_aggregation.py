@@ -27,7 +27,7 @@ VALUES = [-0.5, -2.0, -0.25, -1.0]
     [("mean", -0.9375), ("sum", -3.75), ("min", -2.0), ("max", -0.25), ("last", -1.0)],
 )
 def test_token_aggregations_by_hand(name, expected):
-    assert aggregate_tokens(VALUES, name) == pytest.approx(expected, abs=1e-12)
+    assert aggregate_tokens(VALUES, name) == pytest.approx(expected, abs=EXACT)
 
 
 @pytest.mark.parametrize(
@@ -36,7 +36,7 @@ def test_token_aggregations_by_hand(name, expected):
      ("bottom10", -2.0)],
 )
 def test_step_aggregations_by_hand(name, expected):
-    assert aggregate_steps(VALUES, name) == pytest.approx(expected, abs=1e-12)
+    assert aggregate_steps(VALUES, name) == pytest.approx(expected, abs=EXACT)
 
 
 def test_name_sets_are_the_designed_ones():

@@ -67,8 +67,8 @@ def as_step(c: Candidate) -> Step:
 def test_pa_modes_by_hand(token_agg, then_subtract, per_token):
     a = ProgressAdvantage(token_agg=token_agg).score_step(cand())
     b = ProgressAdvantage(token_agg=token_agg, mode="per_token_ratio").score_step(cand())
-    assert a == pytest.approx(then_subtract, abs=1e-12)
-    assert b == pytest.approx(per_token, abs=1e-12)
+    assert a == pytest.approx(then_subtract, abs=EXACT)
+    assert b == pytest.approx(per_token, abs=EXACT)
 
 
 def test_min_max_modes_really_differ():
@@ -231,7 +231,7 @@ def test_deepconf_tail_and_bottom10_by_hand():
 def test_entropy_by_hand():
     top = ((-0.1, -2.5),)
     h = -(math.exp(-0.1) * -0.1 + math.exp(-2.5) * -2.5)   # 0.29570
-    assert h == pytest.approx(0.29570, abs=1e-5)
+    assert h == pytest.approx(0.29570, abs=1e-5)  # the constant is written to 5 decimals
     assert Entropy().score_step(cand((-0.1,), None, top=top)) == pytest.approx(-h, abs=EXACT)
     # a full distribution (0.5, 0.25, 0.25) inside the top k: exact entropy 1.5 ln 2
     full = (math.log(0.5), math.log(0.25), math.log(0.25))
