@@ -1,4 +1,4 @@
-"""Token/step aggregations against hand computations (DESIGN §1)."""
+"""Token/step aggregations against hand computations (docs/design.md, "The paper's definitions")."""
 
 from __future__ import annotations
 
