@@ -117,12 +117,10 @@ def _replay(tf_pair, task, records):
 
 def _tolerance(tf_pair, records):
     """The rule's float32 tolerance, M over every recorded prompt + candidate (the compared rows)."""
-    from ttsearch.agents.base import ScoreRequest
     from ttsearch.agents.engines.numerics import forward_depth, logprob_tolerance
-    from ttsearch.benchmarks.perf.engines import workload_magnitude
+    from ttsearch.benchmarks.perf.engines import recorded_requests, workload_magnitude
 
-    requests = [ScoreRequest(p, c.generated_token_ids) for r in records
-                for p, group in zip(r.prompts, r.candidates, strict=True) for c in group]
+    requests = recorded_requests(records)
     depth = max(forward_depth(tf_pair.policy.model), forward_depth(tf_pair.reference.model))
     return logprob_tolerance("float32", workload_magnitude(tf_pair, requests), depth)
 

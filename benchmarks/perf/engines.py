@@ -20,7 +20,7 @@ It prints one JSON object: ``max_abs_logprob_diff`` (max |lp_sglang - lp_transfo
 every scored token of (1) and every replayed candidate token of (2), policy and reference) next
 to ``logprob_tolerance`` (the float32 rounding two correct computations of this pair may differ
 by: ``agents/engines/numerics.py``, with M the largest |logit| or |logsumexp| of the transformers
-models over the scoring workload) and ``logprob_agreement`` (the first within the second: the
+models over the compared sequences) and ``logprob_agreement`` (the first within the second: the
 command exits 1 when it is false, else 0), ``same_path_fraction`` (the layouts whose replay
 took the recorded path), ``divergences`` (one entry per layout whose replay left it: the call,
 and the score gaps of the swapped candidates behind it; see ``engine_replay.py``),
@@ -155,6 +155,12 @@ def workload_magnitude(pair: Any, requests: list) -> float:
     return magnitude
 
 
+def recorded_requests(records: list) -> list[ScoreRequest]:
+    """Every recorded candidate as a scoring request: the rows the replay compares."""
+    return [ScoreRequest(prompt, cand.generated_token_ids) for record in records
+            for prompt, group in zip(record.prompts, record.candidates, strict=True) for cand in group]
+
+
 def replay_beam(task: Any, recorder: RecordingProposer, replay_pair: Any, make_beam, scorer) -> dict[str, Any]:
     """The beam once through ``recorder`` (every proposal recorded), then replayed through
     ``replay_pair``'s engines on the recorded candidates; what the replay agreed on.
@@ -221,6 +227,7 @@ def run_task(task, engines: dict, args, scorer, walk_rng, meters: dict) -> dict[
     marks = {k: t.snapshot() for k, t in tallies.items()}
     offsets = {k: log_offset(p) for k, p in logs.items()}
     replayed = replay_beam(task, recorder, replay_pair, beam, scorer)
+    out["magnitude"] = max(out["magnitude"], workload_magnitude(tf, recorded_requests(recorder.records)))
     first = replayed.pop("recorded")
     out["beam_sglang_s"] = replayed.pop("beam_recorded_s")
     out.update(replayed)
