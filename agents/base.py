@@ -1,7 +1,7 @@
 """The model-engine contract: what search needs from an LLM, in token ids.
 
 A :class:`Backend` serves one model. Everything is token ids in, token ids and log-probs out,
-so that the ids the policy generated are exactly the ids the reference scores (DESIGN §3).
+so that the ids the policy generated are exactly the ids the reference scores (docs/design.md, "Engines").
 
     params = SamplingParams(max_new_tokens=16, temperature=1.0, seed=0, top_logprobs=20)
     samples = policy.sample([prompt_ids], n=8, params=params)[0]    # 8 Samples from one prefix

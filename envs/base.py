@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 SUCCESS_REWARD = 1.0
-"""An episode succeeds when its total reward reaches this value (DESIGN §1: success = reward ≥ 1)."""
+"""An episode succeeds when its total reward reaches this value (docs/design.md, "The paper's definitions": success = reward ≥ 1)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""Baseline scorers from the paper (DESIGN §1), all computed from data the engines already return.
+"""Baseline scorers from the paper (docs/design.md, "The paper's definitions"), all computed from data the engines already return.
 
     PolicyLogProb(token_agg="mean", step_agg="mean")   # agg lp_θ of the action span
     ReferenceLogProb()                                 # agg lp_ref (needs reference_logprobs)

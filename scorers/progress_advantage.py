@@ -1,4 +1,4 @@
-"""Progress advantage: the policy/reference log-ratio as a step and trajectory score (DESIGN §1).
+"""Progress advantage: the policy/reference log-ratio as a step and trajectory score (docs/design.md, "Progress advantage").
 
     pa = ProgressAdvantage(beta=1.0, token_agg="mean", step_agg="mean")
     a_t = pa.score_step(candidate)                    # β·(mean lp_θ − mean lp_ref) over the action span

@@ -7,7 +7,7 @@
     engine = SGLangBackend.in_process("runs/pair/policy")          # sglang.Engine, no HTTP
 
 Token ids in, token ids and log-probs out; the HTTP and Engine transports share one request
-builder. Facts it relies on (SGLang 0.5.23, DESIGN §3, re-checked by tests/test_sglang_backend.py):
+builder. Facts it relies on (SGLang 0.5.23, docs/design.md, "Engines", re-checked by tests/test_sglang_backend.py):
 - Log-probs come as ``[logprob, token_id, text]``. The first input log-prob at
   ``logprob_start_len`` is always None, so scoring a continuation that starts at position ``p``
   asks ``logprob_start_len = p - 1``; the radix cache is reused only up to that position
