@@ -24,6 +24,8 @@ def exact_token_kl(policy_rows: Any, reference_rows: Any) -> tuple[float, ...]:
     """``KL(p_j ‖ q_j)`` for each row j, summed in float64 (terms with ``p_j(v) = 0`` are 0)."""
     lp = np.asarray(policy_rows, dtype=np.float64)
     lq = np.asarray(reference_rows, dtype=np.float64)
+    if len(lp) == 0 and len(lq) == 0:
+        return ()  # an empty span (the turn was only its stop token)
     if lp.shape != lq.shape or lp.ndim != 2:
         raise BackendError(f"per-token KL needs two [tokens, vocab] log-prob arrays of one shape, got "
                            f"{lp.shape} and {lq.shape}; both models must share one vocabulary")

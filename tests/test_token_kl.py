@@ -73,6 +73,7 @@ def test_exact_token_kl_is_the_textbook_sum():
     assert exact_token_kl(p, q) == pytest.approx([np.log(2.0), 0.0], abs=1e-15)  # 0·log 0 terms are 0
     with pytest.raises(BackendError, match="one shape"):
         exact_token_kl(p, q[:, :2])
+    assert exact_token_kl(np.zeros((0, 3)), np.zeros((0, 0))) == ()  # an empty span: no tokens, no KL
 
 
 def test_sampled_and_scored_rows_are_the_models_distributions(pair_dir, truth):
@@ -88,6 +89,8 @@ def test_sampled_and_scored_rows_are_the_models_distributions(pair_dir, truth):
         assert np.abs(scored.full_logprobs - rows("reference", prompt, s.token_ids).numpy()).max() < ATOL
         assert scored.logprobs == pytest.approx([scored.full_logprobs[i, t] for i, t in enumerate(s.token_ids)],
                                                 abs=ATOL)
+    empty = pair.reference.score([ScoreRequest(prompt, (), full_logprobs=True)])[0]
+    assert empty.logprobs == () and empty.full_logprobs.shape == (0, pair.reference.vocab_size)
 
 
 def test_propose_and_rescore_record_the_exact_per_token_kl(pair_dir, truth):

@@ -27,7 +27,7 @@ def score_calls(runner: PackedRunner, calls: Sequence[Sequence[ScoreRequest]], *
     """Score every call's requests together (module docstring); the scores and each call's cost."""
     flat = [(c, i, req) for c, call in enumerate(calls) for i, req in enumerate(call) if req.continuation_ids]
     results: list[list[TokenScores | None]] = [
-        [None if req.continuation_ids else _empty(req) for req in call] for call in calls]
+        [None if req.continuation_ids else _empty(req, vocab_size) for req in call] for call in calls]
     costs = [EngineStats(calls=1) for _ in calls]
     if not flat:
         return results, costs  # type: ignore[return-value]
@@ -76,9 +76,9 @@ def score_calls(runner: PackedRunner, calls: Sequence[Sequence[ScoreRequest]], *
     return results, costs  # type: ignore[return-value]
 
 
-def _empty(req: ScoreRequest) -> TokenScores:
-    """An empty continuation's scores: no tokens, and empty rows where rows were asked for."""
-    full = np.zeros((0, 0), dtype=np.float32) if req.full_logprobs else None
+def _empty(req: ScoreRequest, vocab_size: int) -> TokenScores:
+    """An empty continuation's scores: no tokens, and no rows where rows were asked for."""
+    full = np.zeros((0, vocab_size), dtype=np.float32) if req.full_logprobs else None
     return TokenScores((), () if req.top_logprobs else None, full)
 
 
