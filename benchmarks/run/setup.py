@@ -44,7 +44,7 @@ from ttsearch.benchmarks.run.config import DEFAULT_PAIR_PREFIX, RunConfig
 from ttsearch.benchmarks.run.tasks import config_tasks
 from ttsearch.envs.errors import ConfigError, TtsearchError
 from ttsearch.envs.registry import load_attr
-from ttsearch.scorers import make_scorer
+from ttsearch.scorers import make_scorer, scorer_options
 from ttsearch.search.base import resolve_horizon
 
 SCHEMA = 3
@@ -96,7 +96,7 @@ def resolve_pair_dir(spec: str) -> Path:
 
 def build_scorer(spec, pair) -> Any:
     kwargs = dict(spec.kwargs)
-    if spec.name == "progress_advantage":
+    if "beta" in scorer_options(spec.name):  # progress advantage and its variants: the pair's β
         kwargs.setdefault("beta", pair.beta)
     try:
         return make_scorer(spec.name, **kwargs)
