@@ -30,7 +30,8 @@ from ttsearch.envs.errors import ConfigError
 
 SMOKE = Path(__file__).resolve().parents[1] / "benchmarks" / "configs" / "smoke-maze.yaml"
 ATOL = 1e-5
-TRAJ_FIELDS = {"success", "reward", "n_steps", "tokens", "actions", "steps", "scores", "truth"}
+TRAJ_FIELDS = {"success", "reward", "n_steps", "tokens", "actions", "answer", "steps", "scores", "truth"}
+STEP_FIELDS = {"observation", "action_text", "action", "reward", "parse_error", "n_action_tokens", "token_data"}
 ROW_FIELDS = {"schema", "key", "arm", "controller", "controller_kwargs", "search_scorer", "budget", "seed",
               "task", "success", "reward", "n_steps", "stop_reason", "stopped_early", "usage", "eval_usage",
               "wall_s", "trajectory", "rollouts", "chosen", "tree_path", "error"}
@@ -78,12 +79,16 @@ def test_rows_follow_the_schema(reference_run):
         trajs = [row["trajectory"], *(row["rollouts"] or [])]
         for traj in trajs:
             assert set(traj) == TRAJ_FIELDS and set(traj["scores"]) == labels
+            assert traj["answer"] is None  # the maze has no final answer
+            assert all(set(step) == STEP_FIELDS and len(step["token_data"]["policy"]) == step["n_action_tokens"]
+                       for step in traj["steps"])
             assert traj["n_steps"] == len(traj["steps"]) == len(traj["actions"])
             for s in traj["scores"].values():
                 assert len(s["steps"]) == traj["n_steps"]
             if traj["success"]:
                 assert traj["truth"] == {"decisive_step": None, "decisive_regret": None}
         assert row["task"]["info"]["difficulty"] in ("easy", "medium", "hard")
+        assert row["task"]["role"] == "test" and row["schema"] == 3
         assert row["success"] == row["trajectory"]["success"] and row["n_steps"] == row["trajectory"]["n_steps"]
         if row["controller"] == "trajectory_best_of_n":
             assert len(row["rollouts"]) == 4 and row["rollouts"][row["chosen"]] == row["trajectory"]
