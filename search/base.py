@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 from ttsearch.agents.base import Candidate, Proposer, step_from_candidate
 from ttsearch.envs.base import Env, Observation, Step, StepResult, Task, Trajectory
 from ttsearch.envs.errors import BudgetExhausted, ConfigError, unknown_choice
-from ttsearch.scorers.base import Scorer, token_needs
+from ttsearch.scorers.base import Scorer, token_fields, token_needs
 from ttsearch.search.branching import Brancher
 from ttsearch.search.budget import Allowance, Budget, Ledger, Usage
 from ttsearch.search.early_stopping import (
@@ -140,6 +140,11 @@ class SearchContext:
         if rule is not None:
             top = max(top, rule.top_logprobs)
         self.scores_reference, self.top_logprobs = needs_ref, top
+        fields = token_fields([scorer]) if score_steps else frozenset()
+        # only when asked, so a Proposer without these options serves every other scorer
+        self.token_options = {name: True for name, field_ in (("token_kl", "token_kl"),
+                                                             ("decisive_spans", "decisive_span"))
+                              if field_ in fields}
         budget.check_feasible(max_new_tokens=int(agent.max_new_tokens), scores_reference=needs_ref)
         self.ledger = Ledger(agent, budget, scores_reference=needs_ref)
         self.meter = EarlyStopMeter(rule) if rule is not None else None
@@ -174,7 +179,8 @@ class SearchContext:
             raise BudgetExhausted(allowance.limit or "unknown")
         states = list(states)[: allowance.states]
         out = self.agent.propose(states, k=allowance.k, seed=self.seed_for(*key), greedy=greedy,
-                                 score_reference=self.scores_reference, top_logprobs=self.top_logprobs)
+                                 score_reference=self.scores_reference, top_logprobs=self.top_logprobs,
+                                 **self.token_options)
         self.ledger.proposals += 1
         self.ledger.candidates += sum(len(group) for group in out)
         self.ledger.check_within()

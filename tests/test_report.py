@@ -108,7 +108,8 @@ def check_json(out: dict) -> None:
     # all: bon4 1/2 ± 0.5 (the same stderr as the arms table), so greedy's 0/2 is within one stderr
     assert d["all"]["best"] == "bon4" and d["all"]["tolerance"] == pytest.approx(0.5)
     assert d["all"]["choice"] == "greedy"
-    assert out["available"] == {"best_of_n": True, "fa": True, "difficulty": True, "roc": True}
+    assert out["available"] == {"best_of_n": True, "fa": True, "difficulty": True, "roc": True,
+                                "diagnostics": True, "selection": False, "tuned": False, "alpha_sweep": False}
 
 
 def check_png(path: Path) -> None:
@@ -134,7 +135,7 @@ def test_report_cli_json_markdown_and_plots(tmp_path):
     markdown = (directory / "report" / "report.md").read_text()
     assert "| bon4 |" in markdown and "Budget tuning" in markdown and "oracle pass@n" in markdown
     pngs = [Path(p) for name, p in out["files"].items() if name != "markdown"]
-    assert len(pngs) == 6
+    assert len(pngs) == 7  # the six views and diagnostics
     for path in pngs:
         check_png(path)
 
@@ -153,7 +154,8 @@ def test_undefined_metrics_are_null_with_a_reason(tmp_path):
     assert "uq_fa_arms is empty" in markdown
     # empty sections are left out of the markdown and the plots, and the notes say how to fill them
     assert set(out["budget"]["difficulties"]) == {"all"}
-    assert out["available"] == {"best_of_n": False, "fa": False, "difficulty": False, "roc": False}
+    assert out["available"] == {"best_of_n": False, "fa": False, "difficulty": False, "roc": False,
+                                "diagnostics": False, "selection": False, "tuned": False, "alpha_sweep": False}
     assert "Failure attribution" not in markdown and "| pa | min_cumulative |" not in markdown
     assert "attribution='my_pkg.attribution'" in markdown and "no task has a known difficulty" in markdown
     for name in ("roc", "best_of_n", "attribution"):

@@ -6,6 +6,7 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
@@ -270,12 +271,13 @@ def test_random_does_not_depend_on_python_hash_seed():
 def test_registry_names_classes_and_requires():
     assert set(SCORERS) == {"progress_advantage", "policy_logprob", "reference_logprob",
                             "self_certainty", "deepconf_tail", "deepconf_bottom10", "entropy", "random",
-                            "reward_model"}
+                            "reward_model", "progress_advantage_centered"}
     requires = {"progress_advantage": {"reference_logprobs"}, "policy_logprob": set(),
+                "progress_advantage_centered": {"reference_logprobs", "token_kl"},
                 "reference_logprob": {"reference_logprobs"}, "self_certainty": {"top_logprobs"},
                 "deepconf_tail": {"top_logprobs"}, "deepconf_bottom10": {"top_logprobs"},
                 "entropy": {"top_logprobs"}, "random": set()}
-    full = cand(top=TOP)
+    full = replace(cand(top=TOP), token_kl=(0.01, 0.02, 0.03))
     for name, cls in SCORERS.items():
         if name == "reward_model":
             continue  # needs a model folder and step text: tests/test_reward_model.py
@@ -289,12 +291,12 @@ def test_registry_names_classes_and_requires():
 def test_make_scorer_passes_options_and_rejects_bad_ones():
     pa = make_scorer("progress_advantage", beta=0.5, token_agg="min", mode="per_token_ratio")
     assert pa.score_step(cand()) == pytest.approx(0.5 * -0.7, abs=EXACT)
-    assert scorer_options("progress_advantage") == ("beta", "token_agg", "step_agg", "mode")
+    assert scorer_options("progress_advantage") == ("beta", "token_agg", "step_agg", "mode", "span")
     with pytest.raises(ConfigError) as err:
         make_scorer("prm")
     assert "unknown scorer 'prm'; choose one of: deepconf_bottom10, deepconf_tail" in str(err.value)
     with pytest.raises(ConfigError) as err:
         make_scorer("deepconf_tail", step_agg="mean")
-    assert "unknown option(s) step_agg; valid options: k" in str(err.value)
-    with pytest.raises(ConfigError, match="valid options: beta, token_agg, step_agg, mode"):
+    assert "unknown option(s) step_agg; valid options: k, sign" in str(err.value)
+    with pytest.raises(ConfigError, match="valid options: beta, token_agg, step_agg, mode, span"):
         make_scorer("progress_advantage", temperature=1.0)

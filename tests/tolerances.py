@@ -21,6 +21,8 @@ tests (a solver's convergence tolerance) say which tolerance they use.
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
 from typing import Any
 
 from ttsearch.agents.engines.numerics import (
@@ -46,3 +48,36 @@ def model_tol(model: Any, logits: Any, dtype: Any = "float32") -> float:
 def float_tol(dtype: Any, magnitude: float, ops: int) -> float:
     """Tolerance for ``ops`` chained float operations on numbers of size ``magnitude``."""
     return rounding_tolerance(dtype, magnitude, ops)
+
+
+@functools.cache
+def folder_tol(model_dir: str | Path, text: str = "") -> float:
+    """:func:`logprob_tol` for the model saved in ``model_dir``, its rows measured on ``text``
+    (a representative prompt; the folder's own tokenizer; empty: the first task of the maze)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not text:
+        from ttsearch.envs.maze.env import maze_tasks
+
+        text = next(maze_tasks()).make().reset().text
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    ids = AutoTokenizer.from_pretrained(str(model_dir))(text, return_tensors="pt").input_ids
+    with torch.no_grad():
+        logits = model(ids).logits[0]
+    # logits grow along a prompt and near a trained model's certain moves: half again as large
+    return model_tol(model, logits * 1.5)
+
+
+def pair_score_tol(pair_dir: str | Path, *, tokens: int, beta: float = 1.0) -> float:
+    """How far two correct computations of a score over a model pair may differ: ``tokens``
+    log-prob terms of each model (a step's token sum, or a mean of such), times β."""
+    pair_dir = Path(pair_dir)
+    return beta * tokens * (folder_tol(pair_dir / "policy") + folder_tol(pair_dir / "reference"))
+
+
+def shipped_score_tol(name: str = "maze", *, tokens: int = 16) -> float:
+    """:func:`pair_score_tol` for a shipped pair (β ≤ 1 in every shipped config)."""
+    from ttsearch.agents.checkpoints.shipped import default_pair_dir
+
+    return pair_score_tol(default_pair_dir(name), tokens=tokens)

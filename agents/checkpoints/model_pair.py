@@ -2,6 +2,7 @@
 
     pair = ModelPair.load("ckpt/policy", "ckpt/reference", device="cpu", dtype="float32")
     pair = ModelPair.load_dir("runs/maze_pair")     # policy/ + reference/ + ttsearch_pair.json
+    pair = ModelPair.load_dir("runs/maze_pair", reference={"merge": "linear", "alpha": 0.5})  # π_α
     agent = Agent(pair, sampling=SamplingParams(max_new_tokens=16))
     served = pair.with_backends(SGLangBackend(policy_url), SGLangBackend(reference_url))
 
@@ -21,6 +22,7 @@ from typing import Any
 
 from ttsearch.agents.base import Backend
 from ttsearch.agents.checkpoints.lora import check_model_folder, tokenizer_dir
+from ttsearch.agents.checkpoints.merge import ReferenceMerge, merged_reference_dir
 from ttsearch.agents.checkpoints.model_spec import resolve_model_spec
 from ttsearch.agents.prompting import PromptConfig, PromptRenderer
 from ttsearch.envs.errors import BackendError, ConfigError
@@ -183,6 +185,8 @@ class ModelPair:
         self.beta = float(beta)
         self.prompt = prompt or PromptConfig()
         self.manifest = manifest or PairManifest(beta=self.beta, prompt=self.prompt)
+        self.reference_merge: ReferenceMerge | None = None
+        """How the reference was merged from the pair (None: the pair's own reference)."""
 
     @classmethod
     def load(
@@ -214,11 +218,15 @@ class ModelPair:
 
     @classmethod
     def load_dir(
-        cls, path: str | Path, *, device: str | None = None, dtype: Any = None
+        cls, path: str | Path, *, device: str | None = None, dtype: Any = None,
+        reference: ReferenceMerge | Mapping[str, Any] | None = None, merge_cache: str | Path | None = None,
     ) -> ModelPair:
         """Load ``path/policy`` + ``path/reference`` with the settings in ``path/ttsearch_pair.json``.
 
-        The manifest may name other sub-folders (``"policy"``/``"reference"`` keys).
+        The manifest may name other sub-folders (``"policy"``/``"reference"`` keys). ``reference``
+        (a :class:`ReferenceMerge` or its dict, e.g. ``{"merge": "ties", "alpha": 0.5}``) replaces
+        the reference by the merged π_α (``agents/checkpoints/merge.py``), built once in
+        ``merge_cache``; the pair then records it as ``reference_merge``.
         """
         path = Path(path)
         if not path.is_dir():
@@ -227,22 +235,30 @@ class ModelPair:
                 "train one with `ttsearch pair train`"
             )
         manifest = PairManifest.read(path)
-        return cls.load(
+        reference_dir = manifest.reference_dir(path)
+        merge = ReferenceMerge.from_dict(reference) if isinstance(reference, Mapping) else reference
+        if merge is not None:
+            reference_dir = merged_reference_dir(manifest.policy_dir(path), reference_dir, merge, cache_dir=merge_cache)
+        pair = cls.load(
             manifest.policy_dir(path),
-            manifest.reference_dir(path),
+            reference_dir,
             device=device,
             dtype=dtype,
             beta=manifest.beta,
             prompt=manifest.prompt,
             manifest=manifest,
         )
+        pair.reference_merge = merge
+        return pair
 
     def with_backends(self, policy: Backend, reference: Backend) -> ModelPair:
         """This pair (tokenizer, β, prompt settings) served by other engines, e.g. SGLangBackends."""
-        return ModelPair(
+        pair = ModelPair(
             policy, reference, self.tokenizer, beta=self.beta, prompt=self.prompt,
             manifest=self.manifest,
         )
+        pair.reference_merge = self.reference_merge
+        return pair
 
     def renderer(self) -> PromptRenderer:
         """A prompt renderer over the shared tokenizer with this pair's prompt settings."""

@@ -78,6 +78,10 @@ class BatchingBackend:
     def has_prefix_cache(self) -> bool:
         return self.engine.has_prefix_cache
 
+    @property
+    def supports_full_logprobs(self) -> bool:
+        return bool(getattr(self.engine, "supports_full_logprobs", False))
+
     def sample(self, prompts: Sequence[Sequence[int]], *, n: int, params: SamplingParams,
                stats: EngineStats | None = None) -> list[list[Sample]]:
         call = self._checker.check_sample(prompts, n=n, params=params)

@@ -40,7 +40,8 @@ def _serve(builder: Callable[[], Any], conn: Any) -> None:
         conn.send(("failed", err))
         return
     conn.send(("ready", {"name": engine.name, "eos": engine.eos_token_ids, "top": engine.supports_top_logprobs,
-                         "cache": engine.has_prefix_cache, "checker": engine.request_checker()}))
+                         "cache": engine.has_prefix_cache, "checker": engine.request_checker(),
+                         "full": bool(getattr(engine, "supports_full_logprobs", False))}))
     while True:
         calls = [conn.recv()]
         while conn.poll():
@@ -74,6 +75,7 @@ class EngineProcess:
         self._conn, self._process = conn, process
         self.name = info["name"]
         self._eos, self._top, self._cache = tuple(info["eos"]), info["top"], info["cache"]
+        self._full = bool(info.get("full", False))
         self._checker = info["checker"]
         self.stats = EngineStats()
         self._ids = itertools.count()
@@ -112,6 +114,11 @@ class EngineProcess:
     @property
     def has_prefix_cache(self) -> bool:
         return self._cache
+
+    @property
+    def supports_full_logprobs(self) -> bool:
+        """Whole log-prob rows cross the pipe (pickled numpy arrays)."""
+        return self._full
 
     def sample(self, prompts: Sequence[Sequence[int]], *, n: int, params: SamplingParams,
                stats: EngineStats | None = None) -> list[list[Sample]]:

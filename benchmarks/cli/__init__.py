@@ -45,6 +45,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench engines": ("ttsearch.benchmarks.cli.bench_engines_cmd", "SGLang vs transformers: same workloads, log-prob diff, cache hits, time"),
     "sweep": ("ttsearch.benchmarks.cli.sweep_cmd", "success vs compute over a grid of budgets"),
     "report": ("ttsearch.benchmarks.cli.report_cmd", "TTS / UQ / FA metrics and budget tuning of a run folder"),
+    "tune-scorer": ("ttsearch.benchmarks.cli.tune_scorer_cmd", "pick PA's aggregation / variant / reference on validation tasks only"),
     "run": ("ttsearch.benchmarks.cli.run_cmd", "run an experiment config (tasks x arms x seeds), resumable"),
     "serve": ("ttsearch.benchmarks.cli.serve_cmd", "SGLang servers for a pair's policy and reference (until Ctrl-C)"),
     "attribute": ("ttsearch.benchmarks.cli.attribute_cmd", "failure attribution on Who&When-format logs"),

@@ -4,7 +4,8 @@
     paths = write_plots(report, "runs/exp1/report")   # {"success_vs_compute": Path(...png), ...}
 
 One file per view: success vs compute per arm, best-of-n curves per scorer, ROC curves,
-reliability diagram, attribution accuracy, budget tuning. A view without data (no rollouts to
+reliability diagram, attribution accuracy, budget tuning, diagnostics (each scorer's step scores
+parseable vs unparseable and trajectory scores success vs failure, z-scored). A view without data (no rollouts to
 re-rank, one outcome class only, no attribution truth) is left out; the report's notes say why.
 Each arm keeps one colour and line style in every plot, and so does each scorer (:func:`styles`,
 in run order), so a curve can be followed from one figure to the next.
@@ -21,7 +22,7 @@ import matplotlib.pyplot as plt
 from ttsearch.benchmarks.report.tables import Report
 from ttsearch.scorers.progress_advantage import DECISIVE_METHODS
 
-PLOTS = ("success_vs_compute", "best_of_n", "roc", "reliability", "attribution", "budget_tuning")
+PLOTS = ("success_vs_compute", "best_of_n", "roc", "reliability", "attribution", "budget_tuning", "diagnostics")
 
 
 def styles(names: list[str]) -> dict[str, dict[str, Any]]:
@@ -126,6 +127,25 @@ def _budget(axes, report: Report, arms: dict[str, dict[str, Any]]) -> None:
         _legend(ax)
 
 
+def _spread(axes, report: Report) -> None:
+    """Box plots of each scorer's z-scored scores: steps parseable vs not, rollouts won vs lost."""
+    panels = (("parseable", "unparseable", "step scores: parseable (left) vs unparseable (right)"),
+              ("success", "failure", "trajectory scores: success (left) vs failure (right)"))
+    for ax, (a, b, title) in zip(axes, panels):
+        labels = [k for k, v in report.spread.items() if v[a] and v[b]]
+        if not labels:
+            ax.set_axis_off()
+            continue
+        data = [x for k in labels for x in (report.spread[k][a], report.spread[k][b])]
+        positions = [p for i in range(len(labels)) for p in (3 * i, 3 * i + 1)]
+        boxes = ax.boxplot(data, positions=positions, widths=0.8, showfliers=False, patch_artist=True)
+        for i, patch in enumerate(boxes["boxes"]):
+            patch.set_facecolor("#9ecae1" if i % 2 == 0 else "#fc9272")
+        ax.set_xticks([3 * i + 0.5 for i in range(len(labels))], labels, rotation=40, ha="right", fontsize=7)
+        ax.set_ylabel("score (z-scored per scorer)")
+        ax.set_title(title, fontsize=9)
+
+
 def write_plots(report: Report, out_dir: str | Path) -> dict[str, Path]:
     """Write every view of :data:`PLOTS` that has data as ``out_dir/<name>.png``; returns name -> path.
     A view left out this time is removed if an earlier report of the folder wrote it."""
@@ -137,14 +157,16 @@ def write_plots(report: Report, out_dir: str | Path) -> dict[str, Path]:
     arms = styles(list(dict.fromkeys([*summary["run"]["arms"], *summary["tts_arms"]])))
     scorers = styles(list(dict.fromkeys([*summary["run"]["scorers"], *summary["uq"]])))
     wanted = {"best_of_n": bool(summary["best_of_n"]), "roc": available.get("roc", True),
-              "attribution": available.get("fa", True)}
+              "attribution": available.get("fa", True),
+              "diagnostics": any((v["parseable"] and v["unparseable"]) or (v["success"] and v["failure"])
+                                 for v in report.spread.values())}
     paths = {}
     for name in PLOTS:
         path = out_dir / f"{name}.png"
         if not wanted.get(name, True):
             path.unlink(missing_ok=True)
             continue
-        ncols = {"best_of_n": len(summary["best_of_n"]),
+        ncols = {"best_of_n": len(summary["best_of_n"]), "diagnostics": 2,
                  "budget_tuning": len(report.budget.cells) if report.budget else 1}.get(name, 1)
         plt, fig, axes = _figure(ncols)
         if name == "success_vs_compute":
@@ -157,6 +179,8 @@ def write_plots(report: Report, out_dir: str | Path) -> dict[str, Path]:
             _reliability(axes[0], summary, scorers)
         elif name == "attribution":
             _attribution(axes[0], summary)
+        elif name == "diagnostics":
+            _spread(axes, report)
         else:
             _budget(axes, report, arms)
         fig.tight_layout()

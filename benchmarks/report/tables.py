@@ -23,6 +23,17 @@ Sections of ``summary`` (JSON-able; a metric that is undefined is null, and ``no
 * ``budget``: per difficulty × arm success and mean tokens, and the compute-optimal arm (the
   group ``all`` alone when the tasks have one difficulty, or none known: another group would
   only repeat it).
+* ``diagnostics``: per scorer, step scores of parseable vs unparseable steps, trajectory scores
+  of successful vs failed rollouts, and what each best-of-N pick contains and which step
+  decided it (``diagnostics.py``).
+* ``selection[arm]``: best-of-n re-ranking by majority vote and each scorer's weighted votes on
+  the rollouts' final answers (envs with ``has_final_answer``; ``sections.py``).
+* ``alpha_sweep``: progress-advantage scorers against the pair's reference and every merged
+  reference π_α (labels ``<scorer>@<merge>-<α>``), side by side.
+* ``tuned``: the picks of ``ttsearch tune-scorer`` (``DIR/tuned_scorers.yaml``) evaluated on the
+  tasks they were not tuned on, beside the paper's default cell on the same tasks.
+* ``scorer_specs``: what each label is (name, options such as self-certainty's ``sign``, merged
+  reference, tuning provenance), from the manifest.
 * ``available``: which optional sections have data (``best_of_n``, ``fa``, ``difficulty``,
   ``roc``); the markdown and the plots leave out the ones that do not, and ``notes`` say why.
 
@@ -41,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from ttsearch.benchmarks.report.budget_tuning import ALL, BudgetTable, EpisodeOutcome, tune
+from ttsearch.benchmarks.report.diagnostics import diagnostics, standardised
 from ttsearch.benchmarks.report.metrics_fa import all_methods, positional_baselines
 from ttsearch.benchmarks.report.metrics_tts import (
     best_of_n_curve,
@@ -49,10 +61,11 @@ from ttsearch.benchmarks.report.metrics_tts import (
     subset_sizes,
 )
 from ttsearch.benchmarks.report.metrics_uq import roc_points, uq_metrics
+from ttsearch.benchmarks.report.sections import alpha_sweep, selection_section, tuned_section
 from ttsearch.envs.errors import ConfigError
 from ttsearch.scorers.metrics import success_rate_and_stderr
 
-EPISODES_FILE, MANIFEST_FILE = "episodes.jsonl", "run.json"
+EPISODES_FILE, MANIFEST_FILE, TUNED_FILE = "episodes.jsonl", "run.json", "tuned_scorers.yaml"
 UNKNOWN_DIFFICULTY = "unknown"
 ATTRIBUTION_HOOK = ("register the env with an attribution module: register(name, Env, tasks=..., "
                     "attribution='my_pkg.attribution'), a module with task_info(task) -> {'difficulty': ...} "
@@ -69,6 +82,8 @@ class RunData:
     notes: tuple[str, ...] = ()
     errors: tuple[dict[str, Any], ...] = ()
     """Episodes an env fault ended (``error`` rows): counted, never scored."""
+    validation: tuple[dict[str, Any], ...] = ()
+    """Finished episodes of validation tasks (``task.role``): for ``ttsearch tune-scorer`` only."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +93,8 @@ class Report:
     summary: dict[str, Any]
     roc: dict[str, tuple[list[float], list[float]] | None] = field(default_factory=dict)
     budget: BudgetTable | None = None
+    spread: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    """Per scorer, z-scored step / trajectory scores by parse and outcome (the diagnostics plot)."""
 
 
 def load_run(directory: str | Path) -> RunData:
@@ -120,9 +137,14 @@ def load_run(directory: str | Path) -> RunData:
         kinds = sorted({r["error"]["kind"] for r in errors})
         notes.append(f"{len(errors)} episodes ended by an env fault ({', '.join(kinds)}) are left out; "
                      "`ttsearch run CONFIG --out DIR --resume --retry-errors` reruns them")
+    validation = tuple(r for r in finished if (r.get("task") or {}).get("role") == "validation")
+    finished = tuple(r for r in finished if (r.get("task") or {}).get("role") != "validation")
+    if validation:
+        notes.append(f"{len(validation)} episodes of validation tasks are left out of every table "
+                     "(`ttsearch tune-scorer` tunes on them)")
     if not finished:
         raise ConfigError(f"{path} has no finished episodes yet; wait for the run or check its log")
-    return RunData(directory, manifest, finished, tuple(notes), errors)
+    return RunData(directory, manifest, finished, tuple(notes), errors, validation)
 
 
 def _arms(run: RunData) -> list[str]:
@@ -267,6 +289,7 @@ def build_report(run: RunData, *, tolerance: float | None = None) -> Report:
         notes.append("failure attribution left out: " + (
             "no failed trajectory in the UQ/FA pool" if not failures else
             f"none of the {failures} failed trajectories has a known decisive step; " + ATTRIBUTION_HOOK))
+    extra = _extra_sections(run, arms, scorers, pool, notes)
     summary = {
         "run": {"dir": str(run.directory), "episodes": len(run.rows), "env_errors": len(run.errors),
                 "arms": arms, "scorers": scorers,
@@ -279,8 +302,27 @@ def build_report(run: RunData, *, tolerance: float | None = None) -> Report:
         "fa": fa,
         "fa_baselines": _fa_baselines(pool),
         "budget": budget,
+        **extra,
         "available": {"best_of_n": bool(best), "fa": any(m["n"] for m in fa.values()),
-                      "difficulty": len(table.cells) > 1, "roc": any(p is not None for p in roc.values())},
+                      "difficulty": len(table.cells) > 1, "roc": any(p is not None for p in roc.values()),
+                      **{name: extra[name] is not None for name in ("selection", "tuned")},
+                      "diagnostics": any(v is not None for part in extra["diagnostics"].values() for v in part.values())},
         "notes": notes,
     }
-    return Report(summary, roc, table)
+    summary["alpha_sweep"] = alpha_sweep(summary, extra["scorer_specs"])
+    summary["available"]["alpha_sweep"] = summary["alpha_sweep"] is not None
+    return Report(summary, roc, table, {label: standardised(pool, label) for label in scorers})
+
+
+def _extra_sections(run: RunData, arms: list[str], scorers: list[str], pool: list[dict[str, Any]],
+                    notes: list[str]) -> dict[str, Any]:
+    """Diagnostics, voting selection, tuned cells and the scorers' specs (``sections.py``)."""
+    with_rollouts = [r for r in run.rows if r.get("rollouts")]
+    pool_arms = list(run.manifest.get("applications", {}).get("uq_fa_arms") or [])
+    out = {"diagnostics": diagnostics(pool, with_rollouts, scorers),
+           "selection": selection_section(list(run.rows), arms, scorers),
+           "tuned": tuned_section(list(run.rows), pool_arms, run.directory / TUNED_FILE),
+           "scorer_specs": dict(run.manifest.get("scorer_specs") or {})}
+    if out["selection"] is None and with_rollouts:
+        notes.append("voting selection left out: no rollout has a final answer (envs with Env.has_final_answer)")
+    return out

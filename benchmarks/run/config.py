@@ -37,9 +37,21 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ttsearch.agents.checkpoints.shipped import SHIPPED_PAIRS
+from ttsearch.benchmarks.run.config_errors import format_validation_error
+from ttsearch.benchmarks.run.config_specs import (
+    Applications,
+    EngineSpec,
+    ExecutorSpec,
+    PairSpec,
+    ReferenceSpec,
+    SamplingSpec,
+    ScorerSpec,
+    TaskSpec,
+    expand_variants,
+)
 from ttsearch.envs.errors import ConfigError, TtsearchError, unknown_choice
-from ttsearch.envs.registry import REGISTRY, env_names, import_modules, load_attr
-from ttsearch.scorers.registry import SCORERS, scorer_options
+from ttsearch.envs.registry import import_modules, load_attr
+from ttsearch.scorers.registry import SCORERS
 from ttsearch.search.base import Controller
 from ttsearch.search.budget import Budget
 from ttsearch.search.registry import CONTROLLERS, make_controller
@@ -61,33 +73,6 @@ def _check_budget(value: dict[str, Any]) -> dict[str, Any]:
     except TtsearchError as err:
         raise ValueError(str(err)) from None
     return value
-
-
-class ScorerSpec(_Model):
-    """An evaluation scorer: a registered scorer name, a label (default: the name) and options."""
-
-    name: str
-    label: str | None = None
-    kwargs: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("name")
-    @classmethod
-    def _known(cls, value: str) -> str:
-        if value not in SCORERS:
-            raise ValueError(unknown_choice("scorer", value, SCORERS))
-        return value
-
-    @model_validator(mode="after")
-    def _options(self) -> ScorerSpec:
-        unknown = sorted(set(self.kwargs) - set(scorer_options(self.name)))
-        if unknown:
-            raise ValueError(f"scorer {self.name!r} has no option(s) {', '.join(unknown)}; "
-                             f"valid options: {', '.join(scorer_options(self.name)) or '(none)'}")
-        return self
-
-    @property
-    def key(self) -> str:
-        return self.label or self.name
 
 
 class ArmSpec(_Model):
@@ -124,111 +109,6 @@ class ArmSpec(_Model):
         return self
 
 
-class TaskItem(_Model):
-    """One task listed inline: ``Task(env=tasks.env, id=id, seed=seed, kwargs={**tasks.kwargs, **kwargs})``."""
-
-    id: str = Field(min_length=1)
-    seed: int = 0
-    kwargs: dict[str, Any] = Field(default_factory=dict)
-
-
-class TaskSpec(_Model):
-    """Which tasks: ``list_tasks(env, split=..., limit=..., [episode_seed=...,] **kwargs)``, or
-    the ``items`` listed inline (then ``limit``, when given, keeps the first ones)."""
-
-    env: str | None = None
-    """Environment name (default: the pair's env from its manifest) or a ``"module:Class"`` spec."""
-    split: str = "test"
-    limit: int | None = Field(default=None, ge=1)
-    """How many tasks (required with a task lister; optional with ``items``)."""
-    episode_seed: int | None = None
-    """Passed to the env's task lister when set (the maze seeds its episodes with it)."""
-    kwargs: dict[str, Any] = Field(default_factory=dict)
-    """Task-lister / env options, laid over the pair manifest's env kwargs (minus gamma)."""
-    items: list[TaskItem] | None = Field(default=None, min_length=1)
-    """Tasks listed inline, for any env (one without a task lister too)."""
-
-    @field_validator("env")
-    @classmethod
-    def _known(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        if ":" in value:
-            try:  # imported now: a missing module is a config error, before any weights load
-                load_attr(value, what="environment")
-            except TtsearchError as err:
-                raise ValueError(str(err)) from None
-        elif value not in REGISTRY and value not in env_names():
-            raise ValueError(unknown_choice("environment", value, env_names())
-                             + " (or a 'module:Class' spec, or add the module that registers it to 'imports')")
-        return value
-
-    @model_validator(mode="after")
-    def _which(self) -> TaskSpec:
-        if self.items is None:
-            if self.limit is None:
-                raise ValueError("give 'limit' (how many tasks the env's task lister yields) or list the "
-                                 "tasks in 'items': [{id: ..., seed: ..., kwargs: {...}}]")
-            entry = REGISTRY.get(self.env) if self.env is not None else None
-            if self.env is not None and (":" in self.env or (entry is not None and entry.tasks is None)):
-                raise ValueError(f"environment {self.env!r} has no task list; list its tasks in 'items': "
-                                 "[{id: ..., seed: ..., kwargs: {...}}], or register it with "
-                                 "tasks='module:lister' and name it by that name")
-        else:
-            ids = [item.id for item in self.items]
-            dupes = sorted({i for i in ids if ids.count(i) > 1})
-            if dupes:
-                raise ValueError(f"duplicate task id(s) {', '.join(dupes)} in 'items'; results are keyed by id")
-            if self.episode_seed is not None:
-                raise ValueError("episode_seed is a task-lister option; give each item its own 'seed'")
-        return self
-
-
-class SamplingSpec(_Model):
-    max_new_tokens: int = Field(default=4, ge=1)
-    temperature: float = Field(default=1.0, ge=0)
-    top_p: float = Field(default=1.0, gt=0, le=1)
-    top_k: int = Field(default=0, ge=0)
-
-
-class Applications(_Model):
-    uq_fa_arms: list[str] = Field(default_factory=list)
-    """Arms whose trajectories (all rollouts where present) form the UQ / FA pool."""
-
-
-class EngineSpec(_Model):
-    """Which engine serves the pair: the embedded transformers engine, or SGLang servers."""
-
-    kind: Literal["transformers", "sglang"] = "transformers"
-    policy_url: str | None = None
-    reference_url: str | None = None
-    """URLs of running servers (``ttsearch serve``); both None: the run launches its own
-    (logs in OUT/sglang) and stops them at the end. Deployment only: not in the config hash."""
-    processes: bool = False
-    """transformers with concurrency > 1: serve each model from an engine process of its own
-    instead of a worker thread (deployment only: not in the config hash)."""
-
-    @model_validator(mode="after")
-    def _both_or_neither(self) -> EngineSpec:
-        if (self.policy_url is None) != (self.reference_url is None):
-            raise ValueError("give both policy_url and reference_url, or neither (the run then launches servers)")
-        if self.kind == "transformers" and self.policy_url is not None:
-            raise ValueError("policy_url/reference_url need kind: sglang")
-        return self
-
-
-class ExecutorSpec(_Model):
-    """Where episodes run: in this process (``local``), or sharded over Ray actors (``ray``), each
-    with its own engine (or pointing at the config's SGLang servers). Deployment only: not hashed."""
-
-    kind: Literal["local", "ray"] = "local"
-    address: str | None = None
-    """A running Ray cluster (``ray start --head``; e.g. "auto" or "ray://host:10001"); None
-    with kind ray: a local cluster is started for the run."""
-    workers: int = Field(default=2, ge=1)
-    """Ray actors, each running ``concurrency`` episodes at a time."""
-
-
 class RunConfig(_Model):
     """A whole experiment (see the module docstring)."""
 
@@ -236,8 +116,14 @@ class RunConfig(_Model):
     imports: list[str] = Field(default_factory=list)
     """Modules imported before the rest of the config is read (they ``register`` environments);
     the working directory is importable. ``parse_config`` imports them."""
-    pair: str
+    pair: PairSpec
+    """A shipped pair (``default:NAME``) or a pair folder; or ``{path: ..., reference: {merge,
+    alpha, ...}}`` to search and score against the merged reference π_α (``config_specs.py``)."""
     tasks: TaskSpec
+    validation: TaskSpec | None = None
+    """Validation tasks (e.g. ``{split: train, limit: 100, kwargs: {start: 20000}}``; env and
+    kwargs as ``tasks``), played by every arm like the others: ``ttsearch tune-scorer`` picks on
+    them; ``ttsearch report`` leaves them out of every table."""
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     sampling: SamplingSpec = Field(default_factory=SamplingSpec)
     match_admissible: bool = True
@@ -256,6 +142,10 @@ class RunConfig(_Model):
     """Default per-episode budget for arms without their own."""
     arms: list[ArmSpec] = Field(min_length=1)
     scorers: list[ScorerSpec] = Field(min_length=1)
+    reference_variants: list[ReferenceSpec] = Field(default_factory=list)
+    """Merged references to sweep: each progress-advantage scorer (or each label of
+    ``reference_variant_scorers``) is also evaluated against every variant, as ``<label>@<variant>``."""
+    reference_variant_scorers: list[str] | None = None
     top_logprobs: int = Field(default=20, ge=1)
     """Top-k log-probs per action token in the rescoring pass (certainty baselines read them)."""
     applications: Applications = Field(default_factory=Applications)
@@ -283,18 +173,31 @@ class RunConfig(_Model):
             raise ValueError(str(err)) from None
         return value
 
+    @field_validator("pair", mode="before")
+    @classmethod
+    def _pair_text(cls, value: Any) -> Any:
+        return {"path": value} if isinstance(value, str) else value
+
     @field_validator("pair")
     @classmethod
-    def _pair(cls, value: str) -> str:
-        if value.startswith(DEFAULT_PAIR_PREFIX):
-
-            name = value[len(DEFAULT_PAIR_PREFIX):]
+    def _pair(cls, value: PairSpec) -> PairSpec:
+        path = value.path
+        if path.startswith(DEFAULT_PAIR_PREFIX):
+            name = path[len(DEFAULT_PAIR_PREFIX):]
             if name not in SHIPPED_PAIRS:
                 raise ValueError(unknown_choice("shipped pair", name, SHIPPED_PAIRS) + " (write default:NAME)")
-        elif not Path(value).is_dir():
-            raise ValueError(f"pair folder {value!r} does not exist; use default:maze or a folder made by "
+        elif not Path(path).is_dir():
+            raise ValueError(f"pair folder {path!r} does not exist; use default:maze or a folder made by "
                              "`ttsearch pair train --env maze --out DIR`")
         return value
+
+    @property
+    def pair_path(self) -> str:
+        return self.pair.path
+
+    @property
+    def pair_reference(self) -> ReferenceSpec | None:
+        return self.pair.reference
 
     @field_validator("budget")
     @classmethod
@@ -339,14 +242,22 @@ class RunConfig(_Model):
                 out.append(f"arms[{i}].scorer {arm.scorer!r} is not an evaluation scorer label; "
                            f"choose one of: {', '.join(labels)} (or add it to 'scorers')")
             else:
-                out += arm_problems(i, arm, self.scorers, self.budget, self.sampling.max_new_tokens)
+                out += arm_problems(i, arm, self.evaluation_scorers(), self.budget, self.sampling.max_new_tokens)
         for name in self.applications.uq_fa_arms:
             if name not in arms:
                 out.append(f"applications.uq_fa_arms: {unknown_choice('arm', name, arms)}")
+        own = [s.key for s in self.scorers]
+        for name in self.reference_variant_scorers or []:
+            if name not in own:
+                out.append(f"reference_variant_scorers: {unknown_choice('scorer label', name, own)}")
         return out
 
+    def evaluation_scorers(self) -> list[ScorerSpec]:
+        """``scorers`` plus their copies against every reference variant (``config_specs.py``)."""
+        return expand_variants(list(self.scorers), list(self.reference_variants), self.reference_variant_scorers)
+
     def scorer_labels(self) -> list[str]:
-        return [s.key for s in self.scorers]
+        return [s.key for s in self.evaluation_scorers()]
 
     def arm_budget(self, arm: ArmSpec) -> dict[str, Any]:
         return dict(self.budget if arm.budget is None else arm.budget)
@@ -369,6 +280,17 @@ class RunConfig(_Model):
             del data["tasks"]["items"]
         if data["prompt"] == "auto":
             del data["prompt"]
+        if data["pair"]["reference"] is None:  # a plain pair hashes as its path, as before
+            data["pair"] = data["pair"]["path"]
+        for added in ("validation", "reference_variant_scorers"):
+            if data[added] is None:
+                del data[added]
+        if not data["reference_variants"]:
+            del data["reference_variants"]
+        for scorer in data["scorers"]:
+            for added in ("reference", "tuned"):
+                if scorer[added] is None:
+                    del scorer[added]
         text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -436,60 +358,6 @@ def _partial_problems(data: dict[str, Any]) -> list[str]:
     return out
 
 
-def _loc_text(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "top level"
-
-
-def _fields_at(loc: tuple[Any, ...]) -> list[str] | None:
-    """The valid field names of the model that holds ``loc``'s last part (for 'unknown field')."""
-    model: Any = RunConfig
-    for part in loc[:-1]:
-        if isinstance(part, int):
-            continue
-        field = getattr(model, "model_fields", {}).get(part)
-        if field is None:
-            return None
-        annotation = field.annotation
-        args = getattr(annotation, "__args__", ())
-        model = next((a for a in (annotation, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
-        if model is None:
-            return None
-    return list(getattr(model, "model_fields", {}))
-
-
-def _describe(error: Any) -> str:
-    """One pydantic error as "where: what (fix)"."""
-    # drop pydantic's union-member tags (e.g. "literal['auto','none']"): not config fields
-    loc = tuple(p for p in error["loc"] if isinstance(p, int) or "[" not in p)
-    where = _loc_text(loc)
-    if error["type"] == "extra_forbidden":
-        valid = _fields_at(loc)
-        fix = f"; valid fields here: {', '.join(valid)}" if valid else ""
-        msg = f"unknown field {loc[-1]!r}{fix}"
-        where = _loc_text(loc[:-1])
-    elif error["type"] == "missing":
-        msg = "required field is missing; add it"
-    else:
-        msg = error["msg"].removeprefix("Value error, ")
-        if error["type"] not in ("value_error", "assertion_error"):
-            msg += f" (got {error.get('input')!r})"
-    return f"{where}: {msg}" if loc else msg
-
-
-def format_validation_error(err: ValidationError, source: str, extra: list[str] | None = None) -> str:
-    """One line: where (file and field path), what is wrong, and how to fix it -- for every
-    error, unknown fields first (a misspelt field also makes a required one look missing), then
-    ``extra`` problems found beside them."""
-    errors = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")  # stable
-    texts = list(dict.fromkeys([*(_describe(e) for e in errors), *(extra or [])]))
-    if len(texts) == 1:
-        return f"{source}: {texts[0]}"
-    return f"{source}: {len(texts)} errors: " + " ".join(f"({i}) {t};" for i, t in enumerate(texts, 1))[:-1]
-
-
 def _import_first(data: dict[str, Any], source: str) -> None:
     """Import the config's ``imports`` before validating the rest (they register its env names)."""
     imports = data.get("imports", [])
@@ -511,7 +379,7 @@ def parse_config(data: Any, *, source: str = "config") -> RunConfig:
     except ValidationError as err:
         fields_failed = any(e["loc"] for e in err.errors())  # else the model's own check listed all
         extra = _partial_problems(data) if fields_failed else []
-        raise ConfigError(format_validation_error(err, source, extra)) from None
+        raise ConfigError(format_validation_error(err, source, extra, RunConfig)) from None
 
 
 def load_config(path: str | Path) -> RunConfig:

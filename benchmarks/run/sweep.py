@@ -129,7 +129,7 @@ def prepare(settings: SweepSettings, config: RunConfig | None = None) -> Prepare
     options = dict(settings.options)
     if settings.config is not None:
         config = config or load_config(settings.config)  # imports its modules first
-        pair_dir = resolve_pair_dir(config.pair)
+        pair_dir = resolve_pair_dir(config.pair_path)
         env, tasks = config_tasks(config, PairManifest.read(pair_dir), limit=settings.episodes)
         parser = build_parser(config)
         horizon = resolve_horizon(config.horizon, tasks[0])

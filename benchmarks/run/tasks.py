@@ -18,14 +18,20 @@ from ttsearch.envs.errors import ConfigError, TtsearchError
 from ttsearch.envs.registry import env_entry, list_tasks
 
 
-def config_tasks(config: RunConfig, manifest: Any, *, limit: int | None = None) -> tuple[str, list[Task]]:
-    """(env spec, tasks) for ``config`` (``manifest``: the pair's, or None); ``limit`` caps them."""
-    spec = config.tasks
-    env = spec.env or (manifest.env if manifest is not None and manifest.env else None)
+def config_tasks(config: RunConfig, manifest: Any, *, limit: int | None = None,
+                 validation: bool = False) -> tuple[str, list[Task]]:
+    """(env spec, tasks) for ``config`` (``manifest``: the pair's, or None); ``limit`` caps them.
+    ``validation``: the config's validation tasks instead (env and kwargs as ``tasks`` unless set)."""
+    spec = config.validation if validation else config.tasks
+    where = "validation" if validation else "tasks"
+    if validation and spec is None:
+        return "", []
+    env = spec.env or config.tasks.env or (manifest.env if manifest is not None and manifest.env else None)
     if env is None:
         raise ConfigError("tasks.env: the pair names no environment; set tasks.env (e.g. maze)")
     env_kwargs = dict(manifest.env_kwargs) if manifest is not None and env == manifest.env else {}
     env_kwargs.pop("gamma", None)  # a solver setting, not needed to play
+    env_kwargs.update(config.tasks.kwargs if validation else {})
     env_kwargs.update(spec.kwargs)
     caps = [n for n in (spec.limit, limit) if n is not None]
     try:
@@ -43,12 +49,12 @@ def config_tasks(config: RunConfig, manifest: Any, *, limit: int | None = None) 
                 env_kwargs["episode_seed"] = spec.episode_seed
             tasks = list_tasks(env, split=spec.split, limit=min(caps), **env_kwargs)
     except TtsearchError as err:
-        raise ConfigError(f"tasks: {err}") from None
+        raise ConfigError(f"{where}: {err}") from None
     if not tasks:
-        raise ConfigError(f"tasks: environment {env!r} listed no tasks for split {spec.split!r}")
+        raise ConfigError(f"{where}: environment {env!r} listed no tasks for split {spec.split!r}")
     ids = [t.id for t in tasks]
     if len(set(ids)) < len(ids):
         dupes = sorted({i for i in ids if ids.count(i) > 1})
-        raise ConfigError(f"tasks: environment {env!r} listed task id(s) {', '.join(dupes[:5])} twice; "
+        raise ConfigError(f"{where}: environment {env!r} listed task id(s) {', '.join(dupes[:5])} twice; "
                           "results are keyed by task id, so ids must be unique")
     return env, tasks

@@ -164,6 +164,16 @@ class SGLangBackend:
     def has_prefix_cache(self) -> bool:
         return True
 
+    @property
+    def supports_full_logprobs(self) -> bool:
+        """False: SGLang returns top-k log-probs per position, never the whole row."""
+        return False
+
+    def _refuse_full_rows(self) -> None:
+        raise BackendError(f"{self.name}: SGLang returns top-k log-probs only, not whole log-prob rows "
+                           "(full_logprobs); an exact per-token KL needs the embedded engine "
+                           "(engine: {kind: transformers})")
+
     def clear_cache(self) -> None:
         """Flush the server's radix cache (SGLang refuses while requests are running)."""
         self._transport.flush_cache()
@@ -222,6 +232,8 @@ class SGLangBackend:
     ) -> list[list[Sample]]:
         if n < 1:
             raise BackendError(f"n must be >= 1, got {n}")
+        if params.full_logprobs:
+            self._refuse_full_rows()
         prompts = [[int(t) for t in p] for p in prompts]
         if not prompts:
             return []
@@ -318,6 +330,8 @@ class SGLangBackend:
         return out
 
     def _score(self, requests: Sequence[ScoreRequest], *, cost: EngineStats, count: bool) -> list[TokenScores]:
+        if any(req.full_logprobs for req in requests):
+            self._refuse_full_rows()
         results: list[TokenScores | None] = [None] * len(requests)
         active = []
         for i, req in enumerate(requests):

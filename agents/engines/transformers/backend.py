@@ -171,6 +171,10 @@ class TransformersBackend:
         return self.cache is not None
 
     @property
+    def supports_full_logprobs(self) -> bool:
+        return True
+
+    @property
     def cache(self) -> RadixCache | None:
         """The prefix tree (None when ``cache_bytes=0``)."""
         return self.runner.cache

@@ -76,5 +76,5 @@ class CallChecker:
                 raise BackendError("score() needs a non-empty prefix: the first token has no context")
             if cont:
                 self.check_length(len(prefix) + len(cont), "prefix + continuation")
-            out.append(ScoreRequest(prefix, cont, req.top_logprobs))
+            out.append(ScoreRequest(prefix, cont, req.top_logprobs, bool(req.full_logprobs)))
         return out
