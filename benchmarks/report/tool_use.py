@@ -78,7 +78,9 @@ def tool_use_table(run_dir: str | Path, tokenizer: Any, *, max_positions: int | 
 
 def markdown(table: Sequence[dict[str, Any]]) -> str:
     def cell(value: Any) -> str:
-        return f"{value:.3g}" if isinstance(value, float) else str(value)
+        if isinstance(value, float):
+            return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
+        return str(value)
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(cell(row[c]) for c in COLUMNS) + " |" for row in table]
     return "\n".join(lines)
