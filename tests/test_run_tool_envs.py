@@ -12,6 +12,7 @@ from ttsearch.agents import PlainActionParser, PromptConfig, ToolCallParser
 from ttsearch.benchmarks.run.config import parse_config
 from ttsearch.benchmarks.run.setup import build_parser, probe_env, prompt_for
 from ttsearch.envs.base import Task
+from ttsearch.envs.errors import ConfigError
 
 pytest.importorskip("bfcl_eval", reason="BFCL (bfcl-eval) is not installed")
 
@@ -64,3 +65,13 @@ def test_a_tool_env_gets_the_tool_call_parser_where_the_config_says_plain(bfcl_p
     chosen = build_parser(_config(parser="ttsearch.agents.parsing:AdmissibleMatchParser"), env_parser)
     assert type(chosen).__name__ == "AdmissibleMatchParser"
     assert isinstance(build_parser(_config(), None), PlainActionParser)
+
+
+def test_the_engine_cache_size_is_deployment_only():
+    base = _config()
+    sized = _config(engine={"kind": "transformers", "cache_mb": 2048})
+    assert sized.engine.cache_mb == 2048 and sized.config_hash() == base.config_hash()
+    with pytest.raises(ConfigError, match="cache_mb"):
+        _config(engine={"kind": "sglang", "cache_mb": 2048})
+    with pytest.raises(ConfigError, match="cache_mb"):
+        _config(engine={"kind": "transformers", "cache_mb": -1})

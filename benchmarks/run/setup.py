@@ -159,6 +159,10 @@ def serve_pair(pair: Any, pair_dir: Path, config: RunConfig, run_dir: Path, *, c
     run (logs in ``run_dir``) unless the config gives the URLs of running ones."""
     engine = config.engine
     if engine.kind == "transformers":
+        cache = None if engine.cache_mb is None else engine.cache_mb << 20
+        if cache is not None:
+            for backend in {id(b): b for b in (pair.policy, pair.reference)}.values():
+                backend.set_cache_bytes(cache)
         if concurrency <= 1:
             return pair, []
         if not engine.processes:  # many episodes in flight: one batching worker thread per model
@@ -166,10 +170,12 @@ def serve_pair(pair: Any, pair_dir: Path, config: RunConfig, run_dir: Path, *, c
             reference = policy if pair.reference is pair.policy else BatchingBackend(pair.reference)
             return pair.with_backends(policy, reference), list({id(b): b.close for b in (policy, reference)}.values())
         manifest = pair.manifest  # each model in an engine process of its own
-        policy = EngineProcess.start(partial(open_engine, manifest.policy_dir(pair_dir), name="policy"))
+        policy = EngineProcess.start(partial(open_engine, manifest.policy_dir(pair_dir), name="policy",
+                                             cache_bytes=cache))
         try:
             reference_dir = pair.reference.path if pair.reference_merge is not None else manifest.reference_dir(pair_dir)
-            reference = EngineProcess.start(partial(open_engine, reference_dir, name="reference"))
+            reference = EngineProcess.start(partial(open_engine, reference_dir, name="reference",
+                                                    cache_bytes=cache))
         except BaseException:
             policy.close()
             raise
