@@ -57,7 +57,12 @@ class Agent:
         self.pair = pair
         self.sampling = sampling
         self.parser = parser if parser is not None else PlainActionParser()
-        self.renderer = renderer if renderer is not None else pair.renderer()
+        renderer = renderer if renderer is not None else pair.renderer()
+        # Prompts longer than the policy's context leave room for max_new_tokens (see prompting.py).
+        positions = int(getattr(pair.policy, "max_positions", 0) or 0)
+        if renderer.max_prompt_tokens is None and positions > sampling.max_new_tokens:
+            renderer = renderer.with_limit(positions - sampling.max_new_tokens)
+        self.renderer = renderer
         self._stop = frozenset(sampling.stop_token_ids) | frozenset(pair.policy.eos_token_ids)
         self._policy_meter = EngineStats()
         # one engine serving both roles is metered once

@@ -172,6 +172,11 @@ class Env(ABC):
     """True when an episode ends with a final answer: the last executed action (e.g. reasoning
     tasks' ``answer: 5``), which trajectory best-of-N can vote on (``selection="majority"``)."""
 
+    action_parser: ClassVar[str | None] = None
+    """The parser (``"package.module:Class"``) its messages need where a run config leaves the
+    default ``parser: plain``: tool-calling envs read the whole message (``ToolCallParser``),
+    which a first-line parser would cut to ``<tool_call>``."""
+
     max_steps: int | None = None
     """The turn limit after which the env truncates an episode itself, where it has one. Search
     controllers given ``horizon="auto"`` keep enough budget back to finish within it."""

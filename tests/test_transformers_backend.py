@@ -257,3 +257,23 @@ def test_bad_inputs_are_clear_errors(tmp_path, backend, prompts):
     with pytest.raises(BackendError, match="max_position_embeddings=1024"):
         backend.sample([prompts[0] * 600], n=1, params=SamplingParams())
     assert backend.eos_token_ids[0] == backend.tokenizer.convert_tokens_to_ids("<|im_end|>")
+
+
+def test_the_cache_budget_can_be_resized(backend, truth, prompts):
+    """``set_cache_bytes`` (a run's ``engine: {cache_mb}``): shrinking evicts down to the budget,
+    0 drops the cache, and a new budget brings one back; log-probs stay those of a full forward."""
+    params = SamplingParams(max_new_tokens=3, temperature=1.0, seed=0)
+    backend.sample(prompts, n=2, params=params)
+    held = backend.cache.bytes
+    assert held > 0
+    backend.set_cache_bytes(held // 2)
+    assert backend.cache.budget_bytes == held // 2 and backend.cache.bytes <= held // 2
+    backend.set_cache_bytes(0)
+    assert backend.cache is None and not backend.has_prefix_cache
+    backend.set_cache_bytes(1 << 20)
+    samples = backend.sample(prompts, n=1, params=params)
+    assert backend.cache.bytes > 0
+    for prompt, (sample,) in zip(prompts, samples, strict=True):
+        _check_against_truth(truth, prompt, sample.token_ids, sample.logprobs)
+    with pytest.raises(BackendError, match="cache_bytes must be >= 0"):
+        backend.set_cache_bytes(-1)

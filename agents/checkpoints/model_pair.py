@@ -153,15 +153,18 @@ def _load_tokenizer(path: Path) -> Any:
         ) from err
 
 
-def open_engine(path: str | Path, *, name: str, device: str | None = None, dtype: Any = None) -> Any:
+def open_engine(path: str | Path, *, name: str, device: str | None = None, dtype: Any = None,
+                cache_bytes: int | None = None) -> Any:
     """An embedded engine (``TransformersBackend``) over one checkpoint folder (model or LoRA
-    adapter) with its tokenizer: what a pair loads, and what an engine process builds."""
+    adapter) with its tokenizer: what a pair loads, and what an engine process builds
+    (``cache_bytes``: its prefix-cache budget, None: the engine's default)."""
     # the embedded engine imports torch: loaded when a pair is, not with ttsearch.agents
     from ttsearch.agents.engines.transformers.backend import TransformersBackend
 
     path = check_model_folder(path)
+    sized = {} if cache_bytes is None else {"cache_bytes": cache_bytes}
     return TransformersBackend(path, device=device, dtype=dtype, name=name,
-                               tokenizer=_load_tokenizer(tokenizer_dir(path)))
+                               tokenizer=_load_tokenizer(tokenizer_dir(path)), **sized)
 
 
 class ModelPair:

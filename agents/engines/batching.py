@@ -82,6 +82,11 @@ class BatchingBackend:
     def supports_full_logprobs(self) -> bool:
         return bool(getattr(self.engine, "supports_full_logprobs", False))
 
+    @property
+    def max_positions(self) -> int:
+        """The engine's context length (0: unknown); the agent fits prompts to it."""
+        return int(getattr(self.engine, "max_positions", 0) or 0)
+
     def sample(self, prompts: Sequence[Sequence[int]], *, n: int, params: SamplingParams,
                stats: EngineStats | None = None) -> list[list[Sample]]:
         call = self._checker.check_sample(prompts, n=n, params=params)

@@ -120,6 +120,11 @@ class EngineProcess:
         """Whole log-prob rows cross the pipe (pickled numpy arrays)."""
         return self._full
 
+    @property
+    def max_positions(self) -> int:
+        """The engine's context length (0: unknown); the agent fits prompts to it."""
+        return int(getattr(self._checker, "max_positions", 0) or 0)
+
     def sample(self, prompts: Sequence[Sequence[int]], *, n: int, params: SamplingParams,
                stats: EngineStats | None = None) -> list[list[Sample]]:
         return self._call("sample", self._checker.check_sample(prompts, n=n, params=params), stats)

@@ -131,7 +131,8 @@ class RunConfig(_Model):
     parser: str = "plain"
     """How a message becomes an action: "plain" (``PlainActionParser``, first line or after
     "Action:") or a ``"package.module:Class"`` spec of any ``ActionParser`` with a no-argument
-    constructor (e.g. ``ttsearch.agents.parsing:FinalNumberParser``)."""
+    constructor (e.g. ``ttsearch.agents.parsing:FinalNumberParser``). With "plain", an env that
+    names its own (``Env.action_parser``: the tool-calling benchmarks' ``ToolCallParser``) gets it."""
     prompt: Literal["auto", "pair", "env"] = "auto"
     """Prompt settings: the pair's (``ttsearch_pair.json``: system prompt, history length) or
     the env's own system prompt with the full history. auto: the pair's on the env it was

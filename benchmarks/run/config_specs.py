@@ -181,6 +181,9 @@ class EngineSpec(_Model):
     processes: bool = False
     """transformers with concurrency > 1: serve each model from an engine process of its own
     instead of a worker thread (deployment only: not in the config hash)."""
+    cache_mb: int | None = Field(default=None, ge=0)
+    """transformers: each model's prefix-cache budget in MiB (None: the engine's 512). Raise it
+    for long multi-turn prompts shared by many episodes in flight (deployment only: not hashed)."""
 
     @model_validator(mode="after")
     def _both_or_neither(self) -> EngineSpec:
@@ -188,6 +191,8 @@ class EngineSpec(_Model):
             raise ValueError("give both policy_url and reference_url, or neither (the run then launches servers)")
         if self.kind == "transformers" and self.policy_url is not None:
             raise ValueError("policy_url/reference_url need kind: sglang")
+        if self.kind == "sglang" and self.cache_mb is not None:
+            raise ValueError("cache_mb sizes the embedded engine's cache; SGLang sizes its own (kind: transformers)")
         return self
 
 

@@ -104,18 +104,20 @@ def build_scorer(spec, pair) -> Any:
         raise ConfigError(f"scorers[{spec.key}]: {err}") from None
 
 
-def build_parser(config: RunConfig) -> Any:
-    """The config's action parser: ``plain`` or a ``module:Class`` spec (built with no arguments)."""
-    if config.parser == "plain":
+def build_parser(config: RunConfig, env_parser: str | None = None) -> Any:
+    """The config's action parser: ``plain`` or a ``module:Class`` spec (built with no arguments).
+    ``env_parser``: the env's own (``Env.action_parser``), used in place of ``plain``."""
+    spec = env_parser if config.parser == "plain" and env_parser else config.parser
+    if spec == "plain":
         return PlainActionParser(match_admissible=config.match_admissible)
     try:
-        parser = load_attr(config.parser, what="parser")()
+        parser = load_attr(spec, what="parser")()
     except TtsearchError as err:
         raise ConfigError(f"parser: {err}") from None
     except TypeError as err:
-        raise ConfigError(f"parser: {config.parser} cannot be built without arguments ({err})") from None
+        raise ConfigError(f"parser: {spec} cannot be built without arguments ({err})") from None
     if not callable(getattr(parser, "parse", None)):
-        raise ConfigError(f"parser: {config.parser} has no parse(text, *, admissible) method")
+        raise ConfigError(f"parser: {spec} has no parse(text, *, admissible) method")
     return parser
 
 
@@ -157,6 +159,10 @@ def serve_pair(pair: Any, pair_dir: Path, config: RunConfig, run_dir: Path, *, c
     run (logs in ``run_dir``) unless the config gives the URLs of running ones."""
     engine = config.engine
     if engine.kind == "transformers":
+        cache = None if engine.cache_mb is None else engine.cache_mb << 20
+        if cache is not None:
+            for backend in {id(b): b for b in (pair.policy, pair.reference)}.values():
+                backend.set_cache_bytes(cache)
         if concurrency <= 1:
             return pair, []
         if not engine.processes:  # many episodes in flight: one batching worker thread per model
@@ -164,10 +170,12 @@ def serve_pair(pair: Any, pair_dir: Path, config: RunConfig, run_dir: Path, *, c
             reference = policy if pair.reference is pair.policy else BatchingBackend(pair.reference)
             return pair.with_backends(policy, reference), list({id(b): b.close for b in (policy, reference)}.values())
         manifest = pair.manifest  # each model in an engine process of its own
-        policy = EngineProcess.start(partial(open_engine, manifest.policy_dir(pair_dir), name="policy"))
+        policy = EngineProcess.start(partial(open_engine, manifest.policy_dir(pair_dir), name="policy",
+                                             cache_bytes=cache))
         try:
             reference_dir = pair.reference.path if pair.reference_merge is not None else manifest.reference_dir(pair_dir)
-            reference = EngineProcess.start(partial(open_engine, reference_dir, name="reference"))
+            reference = EngineProcess.start(partial(open_engine, reference_dir, name="reference",
+                                                    cache_bytes=cache))
         except BaseException:
             policy.close()
             raise
@@ -188,17 +196,22 @@ def serve_pair(pair: Any, pair_dir: Path, config: RunConfig, run_dir: Path, *, c
     return pair.with_backends(policy, reference), [policy.close, reference.close]
 
 
-def prompt_for(pair: Any, env: str, tasks: list[Any], choice: str = "auto"
-               ) -> tuple[PromptConfig, dict[str, Any], bool]:
-    """The pair's prompt settings (``choice="pair"``, or ``"auto"`` on the env the pair was
-    trained on), else the env's own system prompt with the full history; and whether the env
-    ends episodes with a final answer (``Env.has_final_answer``)."""
-    trained_on = pair.manifest.env
+def probe_env(tasks: list[Any]) -> tuple[str, bool, str | None]:
+    """The first task's env: its system prompt, whether it ends with a final answer
+    (``Env.has_final_answer``) and the parser its messages need (``Env.action_parser``)."""
     probe = tasks[0].make()
     try:
-        env_prompt, answers = probe.system_prompt, bool(getattr(probe, "has_final_answer", False))
+        return (probe.system_prompt, bool(getattr(probe, "has_final_answer", False)),
+                getattr(probe, "action_parser", None))
     finally:
         probe.close()
+
+
+def prompt_for(pair: Any, env: str, env_prompt: str, choice: str = "auto") -> tuple[PromptConfig, dict[str, Any]]:
+    """The pair's prompt settings (``choice="pair"``, or ``"auto"`` on the env the pair was
+    trained on), else the env's own system prompt (``env_prompt``) with the full history; and
+    the record of what was used (``system_prompt``: the text the model is given)."""
+    trained_on = pair.manifest.env
     if choice == "pair" or (choice == "auto" and trained_on == env):
         config = pair.prompt
         source = "pair"
@@ -206,7 +219,8 @@ def prompt_for(pair: Any, env: str, tasks: list[Any], choice: str = "auto"
         config = PromptConfig()
         source = "env" if trained_on in (None, env) else f"env (the pair was trained on {trained_on!r})"
     used = env_prompt if config.system_prompt is None else config.system_prompt
-    return config, {"source": source, "system_prompt": used, **config.to_dict()}, answers
+    # the settings first: their system_prompt is None (the env's) where ``used`` says which text
+    return config, {**config.to_dict(), "source": source, "system_prompt": used}
 
 
 def setup(config: RunConfig, *, limit: int | None = None, out: Path | None = None, concurrency: int = 1) -> Setup:
@@ -219,7 +233,8 @@ def setup(config: RunConfig, *, limit: int | None = None, out: Path | None = Non
     if shared:
         raise ConfigError(f"validation: task id(s) {', '.join(shared[:5])} are also test tasks; validate on "
                           "other tasks (another split, or a task-lister start past the test tasks)")
-    parser = build_parser(config)
+    env_prompt, answers, env_parser = probe_env(tasks)
+    parser = build_parser(config, env_parser)
     horizon = resolve_horizon(config.horizon, tasks[0])
     merge = config.pair_reference.to_merge() if config.pair_reference is not None else None
     pair = ModelPair.load_dir(pair_dir, reference=merge)
@@ -228,7 +243,8 @@ def setup(config: RunConfig, *, limit: int | None = None, out: Path | None = Non
     specs = config.evaluation_scorers()
     scorers = {spec.key: build_scorer(spec, pair) for spec in specs}
     arms = [resolve_arm(arm, config, horizon) for arm in config.arms]
-    prompt_config, prompt, answers = prompt_for(pair, env, tasks, config.prompt)
+    prompt_config, prompt = prompt_for(pair, env, env_prompt, config.prompt)
+    prompt["parser"] = f"{type(parser).__module__}:{type(parser).__qualname__}"
     pair, closers = serve_pair(pair, pair_dir, config, (out or Path(".")) / "sglang", concurrency=concurrency)
     agent = Agent(pair, sampling=sampling, parser=parser,
                   renderer=PromptRenderer.from_config(pair.tokenizer, prompt_config))

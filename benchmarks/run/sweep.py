@@ -32,15 +32,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ttsearch.agents import Agent, ModelPair, SamplingParams
+from ttsearch.agents import Agent, ModelPair, PromptRenderer, SamplingParams
 from ttsearch.agents.checkpoints.model_pair import PairManifest
 from ttsearch.agents.checkpoints.shipped import default_pair_dir
 from ttsearch.benchmarks.perf.search import make_scorer_for, make_tasks
 from ttsearch.benchmarks.run.config import RunConfig, feasibility_problems, load_config
-from ttsearch.benchmarks.run.setup import build_parser, build_scorer, resolve_pair_dir
+from ttsearch.benchmarks.run.setup import (
+    build_parser,
+    build_scorer,
+    probe_env,
+    prompt_for,
+    resolve_pair_dir,
+)
 from ttsearch.benchmarks.run.tasks import config_tasks
 from ttsearch.envs.errors import ConfigError, TtsearchError
-from ttsearch.envs.registry import env_entry
+from ttsearch.envs.registry import env_entry, load_attr
 from ttsearch.search import make_controller
 from ttsearch.search.base import resolve_horizon
 from ttsearch.search.budget import Budget
@@ -131,7 +137,9 @@ def prepare(settings: SweepSettings, config: RunConfig | None = None) -> Prepare
         config = config or load_config(settings.config)  # imports its modules first
         pair_dir = resolve_pair_dir(config.pair_path)
         env, tasks = config_tasks(config, PairManifest.read(pair_dir), limit=settings.episodes)
-        parser = build_parser(config)
+        env_prompt, _, env_parser = probe_env(tasks)
+        parser = build_parser(config, env_parser)
+        choice = config.prompt
         horizon = resolve_horizon(config.horizon, tasks[0])
         s = config.sampling
         sampling = SamplingParams(max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
@@ -154,7 +162,9 @@ def prepare(settings: SweepSettings, config: RunConfig | None = None) -> Prepare
             raise ConfigError(f"tasks: {err}") from None
         if not tasks:
             raise ConfigError(f"tasks: environment {env!r} listed no tasks")
-        parser = None
+        env_prompt, _, env_parser = probe_env(tasks)
+        parser = load_attr(env_parser, what="parser")() if env_parser else None
+        choice = "auto"
         horizon = resolve_horizon(settings.horizon, tasks[0])
         sampling = SamplingParams(max_new_tokens=settings.max_new_tokens or 2,
                                   temperature=1.0 if settings.temperature is None else settings.temperature)
@@ -169,7 +179,9 @@ def prepare(settings: SweepSettings, config: RunConfig | None = None) -> Prepare
                 for p in feasibility_problems(controller, scorer, b, max_new_tokens=sampling.max_new_tokens)]
     if problems:
         raise ConfigError("; ".join(problems))
-    agent = Agent(pair, sampling=sampling, **({"parser": parser} if parser is not None else {}))
+    # the pair's prompt settings on the env it was trained on, the env's own anywhere else
+    renderer = PromptRenderer.from_config(pair.tokenizer, prompt_for(pair, env, env_prompt, choice)[0])
+    agent = Agent(pair, sampling=sampling, renderer=renderer, **({"parser": parser} if parser is not None else {}))
     return Prepared(controller, tasks, agent, scorer, budgets, env, options)
 
 

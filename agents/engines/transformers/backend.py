@@ -179,6 +179,20 @@ class TransformersBackend:
         """The prefix tree (None when ``cache_bytes=0``)."""
         return self.runner.cache
 
+    def set_cache_bytes(self, budget: int) -> None:
+        """Resize the prefix tree's budget (evicting down to it); 0 drops the cache. Long
+        multi-turn prompts need room: SmolLM2-135M's keys and values take 46 KB a token in
+        float32, so the default 512 MiB holds about 11k tokens (two of BFCL's tool lists)."""
+        if budget < 0:
+            raise BackendError(f"cache_bytes must be >= 0 (0 disables the cache), got {budget}")
+        if not budget:
+            self.runner.cache = None
+        elif self.cache is None:
+            self.runner.cache = RadixCache(budget_bytes=budget, token_axis=KV_TOKEN_AXIS)
+        else:
+            self.cache.budget_bytes = int(budget)
+            self.cache.evict()
+
     def clear_cache(self) -> None:
         """Drop every cached prefix (not counted as evictions)."""
         if self.cache is not None:
