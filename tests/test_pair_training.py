@@ -196,3 +196,40 @@ def test_invalid_observation_is_the_envs_feedback_at_that_cell():
     assert invalid_observation(layout, cell, "4north", slip=0.1).endswith(describe(layout, cell))
     rng = np.random.default_rng(0)
     assert all(garbled_text(rng).strip().lower() not in ("north", "east", "south", "west") for _ in range(200))
+
+
+def test_prop1_scores_whole_turns_and_reports_sampled_turn_log_ratios(quick_pair):
+    """prop1's move log-probs are whole turns (move token + stop token), checked against a plain
+    forward of each turn; the sampled-turn report partitions every turn into parseable /
+    unparseable and its exact per-token KL is non-negative."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ttsearch.benchmarks.perf import prop1
+    from ttsearch.envs.maze.env import ACTIONS, describe, generate_layout, maze_tasks
+    from ttsearch.training.maze_recipe import SYSTEM_PROMPT
+    from ttsearch.training.move_logprobs import action_logprobs, action_turn_ids, chat_prompt_ids
+
+    out, _ = quick_pair
+    assert "whole turns" in prop1.measure(out, layouts=1, split="test")["measures"]
+    tokenizer = AutoTokenizer.from_pretrained(out / "reference")
+    policy = AutoModelForCausalLM.from_pretrained(out / "policy").eval()
+    layout = generate_layout(next(maze_tasks(split="test")).kwargs["layout_seed"])
+    text = tokenizer.apply_chat_template([{"role": "user", "content": describe(layout, layout.free_cells[0])}],
+                                         add_generation_prompt=True, tokenize=False)
+    prompt = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert chat_prompt_ids(tokenizer, SYSTEM_PROMPT, describe(layout, layout.free_cells[0])) == prompt
+    plain = []
+    with torch.no_grad():
+        for action in ACTIONS:
+            turn = tokenizer(action + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
+            assert turn[-1] == tokenizer.eos_token_id and len(turn) == 2
+            logp = torch.log_softmax(policy(input_ids=torch.tensor([prompt + turn])).logits[0].double(), dim=-1)
+            plain.append(sum(logp[len(prompt) - 1 + j, t].item() for j, t in enumerate(turn)))
+        used = action_logprobs(policy, [prompt], action_turn_ids(tokenizer, ACTIONS))[0].double().numpy()
+    np.testing.assert_allclose(used, plain, atol=1e-5)  # float32 forwards of O(1) logits
+
+    turns = prop1.sampled_turns(out, layouts=2, rollouts=2, seed=0)
+    n_parse, n_garbled = (turns[k]["pa_whole_turn"]["n"] for k in ("parseable", "unparseable"))
+    assert n_parse + n_garbled == turns["turns"] > 0
+    assert turns["kl_per_token"] >= -1e-6  # an exact KL, up to float32 rounding

@@ -100,8 +100,8 @@ class MazeRecipeConfig:
             raise ConfigError(f"beta must be > 0, got {self.beta}")
         if self.rl_turn_tokens < 2:
             raise ConfigError(f"rl_turn_tokens must be >= 2 (a move token and the stop token), got {self.rl_turn_tokens}")
-        if self.rl_turn_samples < 0 or self.rl_rollouts < 1:
-            raise ConfigError("rl_turn_samples must be >= 0 and rl_rollouts >= 1")
+        if self.rl_turn_samples < 0 or self.rl_rollouts < 1 or self.rl_inner_steps < 1:
+            raise ConfigError("rl_turn_samples must be >= 0, rl_rollouts and rl_inner_steps >= 1")
 
     @classmethod
     def quick(cls, **overrides: Any) -> MazeRecipeConfig:
@@ -529,10 +529,12 @@ def _rl(config: MazeRecipeConfig, model, reference, tokenizer, layouts: list[tup
             texts = _layout_states(layout, rng=rng, slip=config.slip)
             prompts.extend(chat_prompt_ids(tokenizer, SYSTEM_PROMPT, t) for t in texts)
             sizes.append(len(texts))
-        model.eval()
+        model.train()  # no dropout in these models: train mode only records the graph
+        # The first projection step's forward is also the evaluation of the current policy.
+        first, second = branch_logprobs(model, prompts, move_tokens, pad_id=pad_id)
+        pol_first, pol_second = first.detach(), second.detach()
         with torch.no_grad():
             ref_first, ref_second = branch_logprobs(reference, prompts, move_tokens, pad_id=pad_id)
-            pol_first, pol_second = branch_logprobs(model, prompts, move_tokens, pad_id=pad_id)
             ref_class = _turn_classes(ref_first, ref_second, move_tokens, stop_id)
             pol_class = _turn_classes(pol_first, pol_second, move_tokens, stop_id)
             q_hat, at = [], 0
@@ -555,9 +557,9 @@ def _rl(config: MazeRecipeConfig, model, reference, tokenizer, layouts: list[tup
                                                       move_tokens=move_tokens, pad_id=pad_id)
                 sampled = torch.nn.utils.rnn.pad_sequence([torch.tensor(t) for _, t in turns], batch_first=True,
                                                           padding_value=pad_id)
-        model.train()
-        for _ in range(config.rl_inner_steps):
-            first, second = branch_logprobs(model, prompts, move_tokens, pad_id=pad_id)
+        for step in range(config.rl_inner_steps):
+            if step:
+                first, second = branch_logprobs(model, prompts, move_tokens, pad_id=pad_id)
             cross_entropy = (-(tgt_first.exp() * first).sum(-1) - (tgt_second.exp() * second).sum(-1).mean(1)).mean()
             log_error = ((_turn_classes(first, second, move_tokens, stop_id) - target_class) ** 2).mean()
             loss = cross_entropy + config.rl_log_weight * log_error
@@ -580,7 +582,6 @@ def _rl(config: MazeRecipeConfig, model, reference, tokenizer, layouts: list[tup
         if checkpoint is not None and config.rl_save_every and (iteration + 1) % config.rl_save_every == 0 \
                 and iteration + 1 < config.rl_iterations:
             checkpoint(history)
-            model.train()
         if iteration % 10 == 0 or iteration == config.rl_iterations - 1:
             h = history[-1]
             log(f"rl {iteration + 1}/{config.rl_iterations}: ce {h['cross_entropy']:.4f} log-err {h['log_error']:.4f} "

@@ -100,32 +100,31 @@ def branch_logprobs(model, prompts: Sequence[Sequence[int]], branch_ids: Sequenc
     ``second[i, j]`` = log p(· | prompt_i, branch_ids[j]). One row per prompt holds the prompt
     followed by all B branch tokens; a tree attention mask lets each branch token see the prompt
     and itself only, at the same position id, so every branch is exactly the plain forward of
-    ``prompt + [branch]`` (the prompt is computed once instead of B times).
+    ``prompt + [branch]`` (the prompt is computed once instead of B times). Rows are left-padded
+    so the B + 1 scored positions line up at the end and only they go through the LM head.
     """
     n, b = len(prompts), len(branch_ids)
     lengths = [len(p) for p in prompts]
-    width = max(lengths) + b
+    longest = max(lengths)
+    width = longest + b
     ids = torch.full((n, width), pad_id, dtype=torch.long)
     positions = torch.zeros((n, width), dtype=torch.long)
     allowed = torch.zeros((n, width, width), dtype=torch.bool)
-    causal = torch.tril(torch.ones((width, width), dtype=torch.bool))
+    causal = torch.tril(torch.ones((longest, longest), dtype=torch.bool))
     branches = torch.tensor(list(branch_ids), dtype=torch.long)
     for i, (prompt, length) in enumerate(zip(prompts, lengths)):
-        ids[i, :length] = torch.tensor(list(prompt))
-        ids[i, length:length + b] = branches
-        positions[i, :length] = torch.arange(length)
-        positions[i, length:] = length
-        allowed[i, :length, :length] = causal[:length, :length]
-        allowed[i, length:length + b, :length] = True
+        start = longest - length
+        ids[i, start:longest] = torch.tensor(list(prompt))
+        ids[i, longest:] = branches
+        positions[i, start:longest] = torch.arange(length)
+        positions[i, longest:] = length
+        allowed[i, start:longest, start:longest] = causal[:length, :length]
+        allowed[i, longest:, start:longest] = True
     allowed |= torch.eye(width, dtype=torch.bool)  # branch tokens see themselves; padding rows stay finite
     mask = torch.zeros((n, 1, width, width)).masked_fill(~allowed[:, None], torch.finfo(torch.float32).min)
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits.float()
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=b + 1).logits.float()
     logp = torch.log_softmax(logits, dim=-1)
-    index = torch.arange(n)
-    ends = torch.tensor(lengths)
-    first = logp[index, ends - 1]
-    second = logp[index[:, None], ends[:, None] + torch.arange(b)[None, :]]
-    return first, second
+    return logp[:, 0], logp[:, 1:]
 
 
 def position_logprobs(model, prompts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]],
