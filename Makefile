@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip setuptools wheel
 	# The CPU wheel of torch first: an unpinned torch would pull a multi-GB CUDA build.
 	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
+	# setuptools prints one note here, "Editable installation ... folders in your working directory
+	# with the same name as your package": an InformationOnly message that every editable strategy
+	# emits for a package-dir mapping like ours (top-level folders -> ttsearch.*); no pyproject
+	# setting avoids it. The trap it names is guarded: pytest --import-mode=importlib, ruff TID251.
 	$(BIN)/pip install -q --disable-pip-version-check -e ".[test]"
 	touch $(STAMP)
 
@@ -48,10 +52,12 @@ demo: install
 
 test: install benchmarks smollm2 sglang-cpu
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-logo
 	TTSEARCH_REQUIRE_SGLANG=1 $(BIN)/pytest
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-logo
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info runs

@@ -1,18 +1,20 @@
-"""ttsearch.agents: the LLM side — engines, checkpoint pairs, prompts, parsing, the agent.
+"""ttsearch.agents: the LLM side — the agent loop, model engines and checkpoint pairs.
 
     from ttsearch.agents import Agent, ModelPair, SamplingParams
     pair = ModelPair.load_dir("runs/maze_pair")
     agent = Agent(pair, sampling=SamplingParams(max_new_tokens=16))
     candidates = agent.propose([trajectory], k=8, seed=0)[0]
 
-Importing this package does not import torch; ``TransformersBackend`` and the tiny-model
-helpers are loaded on first use.
+The package's top holds the agent loop: ``base.py`` (the ``Backend`` and ``Proposer``
+contracts and their data), ``agent.py``, ``prompting.py`` (token-exact chat rendering),
+``parsing.py`` (text -> env action, and the span that decides it) and ``token_kl.py`` (the exact
+per-token KL(π_θ‖π_ref) from whole log-prob rows). ``engines/`` holds the model engines
+(``engines.transformers.TransformersBackend``, ``engines.sglang.SGLangBackend``) and
+``checkpoints/`` the pairs. Importing this package does not import torch: the embedded engine
+loads it when a pair is loaded.
 """
 
 from __future__ import annotations
-
-import importlib
-from typing import Any
 
 from ttsearch.agents.agent import Agent
 from ttsearch.agents.base import (
@@ -32,15 +34,14 @@ from ttsearch.agents.checkpoints.model_pair import (
     PairManifest,
     check_same_tokenizer,
 )
-from ttsearch.agents.parsing import ActionParser, PlainActionParser, parse_candidate
+from ttsearch.agents.parsing import (
+    ActionParser,
+    AdmissibleMatchParser,
+    PlainActionParser,
+    ToolCallParser,
+    parse_candidate,
+)
 from ttsearch.agents.prompting import PromptConfig, PromptRenderer
-
-_LAZY = {
-    "TransformersBackend": "ttsearch.agents.engines.transformers.backend",
-    "train_tokenizer": "ttsearch.training.tiny_model",
-    "make_model": "ttsearch.training.tiny_model",
-    "save_pair_folder": "ttsearch.training.tiny_model",
-}
 
 __all__ = [
     "PAIR_MANIFEST",
@@ -52,6 +53,8 @@ __all__ = [
     "ModelPair",
     "PairManifest",
     "PlainActionParser",
+    "AdmissibleMatchParser",
+    "ToolCallParser",
     "PromptConfig",
     "PromptRenderer",
     "Proposer",
@@ -62,11 +65,4 @@ __all__ = [
     "check_same_tokenizer",
     "parse_candidate",
     "step_from_candidate",
-    *_LAZY,
 ]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

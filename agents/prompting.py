@@ -4,7 +4,7 @@
     prompt_ids = renderer.render(trajectory)       # ends with the generation prompt
     samples = policy.sample([prompt_ids], n=4, params=params)
 
-Token exactness (DESIGN §3): earlier assistant turns are inserted as the ids the policy
+Token exactness (docs/design.md, "Engines"): earlier assistant turns are inserted as the ids the policy
 generated (``Step.generated_token_ids``), never re-tokenised text; system and user messages
 come from the tokenizer's own chat template. The ids are built segment by segment, so the
 prompt of step t+1 is the prompt of step t + the generated ids + the next observation segment

@@ -78,6 +78,7 @@ def resolve_rm_path(path: str | Path | None) -> Path:
 
 def load_reward_model(folder: Path, *, device: str = "cpu") -> tuple[Any, Any]:
     """(model, tokenizer) from a sequence-classification folder; anything else -> ConfigError."""
+    # transformers: imported when a reward model is loaded
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     config = AutoConfig.from_pretrained(folder)
@@ -107,6 +108,7 @@ class RewardModel:
 
     name = "reward_model"
     requires = frozenset({"text"})
+    top_logprobs = 0
     scores_candidates = False
     """``score_step`` is unavailable: controllers must not score candidates mid-search with it."""
 

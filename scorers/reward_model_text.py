@@ -111,6 +111,7 @@ def encode(tokenizer: Any, text: str, *, max_length: int) -> list[int]:
 
 def scores_from_logits(logits: Any) -> list[float]:
     """(batch, 1) logits -> the logit; (batch, 2) -> P(label 1) by softmax."""
+    # torch: imported when a reward model scores
     import torch
 
     if logits.shape[-1] == 1:
@@ -123,6 +124,7 @@ def scores_from_logits(logits: Any) -> list[float]:
 
 def forward_logits(model: Any, batch: Sequence[Sequence[int]], *, pad_token_id: int | None) -> Any:
     """Logits of one right-padded batch (gradients flow; the trainer uses this too)."""
+    # torch: imported when a reward model scores
     import torch
 
     if pad_token_id is None and len(batch) > 1:
@@ -138,6 +140,7 @@ def forward_logits(model: Any, batch: Sequence[Sequence[int]], *, pad_token_id: 
 def forward_scores(model: Any, ids: Sequence[Sequence[int]], *, pad_token_id: int | None,
                    batch_size: int = 16) -> list[float]:
     """One score per id list; length-sorted batches (less padding), results in input order."""
+    # torch: imported when a reward model scores
     import torch
 
     if batch_size < 1:

@@ -29,8 +29,8 @@ from typing import Any, ClassVar
 
 from ttsearch.agents.base import Candidate, Proposer, step_from_candidate
 from ttsearch.envs.base import Env, Observation, Step, StepResult, Task, Trajectory
-from ttsearch.envs.errors import ConfigError, unknown_choice
-from ttsearch.scorers.base import Scorer
+from ttsearch.envs.errors import BudgetExhausted, ConfigError, unknown_choice
+from ttsearch.scorers.base import Scorer, token_fields, token_needs
 from ttsearch.search.branching import Brancher
 from ttsearch.search.budget import Allowance, Budget, Ledger, Usage
 from ttsearch.search.early_stopping import (
@@ -97,11 +97,24 @@ def derive_seed(*parts: Any) -> int:
     return int.from_bytes(digest, "little") >> 2
 
 
-def scorer_needs(scorer: Scorer) -> tuple[bool, int]:
-    """(does the scorer need reference log-probs, how many top log-probs it needs)."""
-    requires = getattr(scorer, "requires", frozenset())
-    top = int(getattr(scorer, "k", 20)) if "top_logprobs" in requires else 0
-    return "reference_logprobs" in requires, top
+def resolve_horizon(spec: str | int | None, task: Task) -> int | None:
+    """A controller's ``horizon`` from ``"auto"`` (the task env's ``max_steps``), ``"none"``/None,
+    or an int (also given as text, as on the command line)."""
+    if spec is None or spec == "none":
+        return None
+    if spec == "auto":
+        env = task.make()
+        try:
+            return env.max_steps
+        finally:
+            env.close()
+    try:
+        value = int(spec)
+    except (TypeError, ValueError):
+        raise ConfigError(f"horizon must be 'auto', 'none' or an int >= 1, got {spec!r}") from None
+    if value < 1:
+        raise ConfigError(f"horizon must be 'auto', 'none' or an int >= 1, got {spec!r}")
+    return value
 
 
 class SearchContext:
@@ -118,15 +131,20 @@ class SearchContext:
         self.env_factory: Callable[[], Env] = env_factory if env_factory is not None else task.make
         self.score_steps = score_steps
         # Reward-model scorers read a whole trajectory's text: they cannot rank bare candidates.
-        self.scores_candidates = bool(getattr(scorer, "scores_candidates", True))
+        self.scores_candidates = scorer.scores_candidates
         if score_steps and not self.scores_candidates and (controller.ranks_candidates or controller.early_stop):
             raise ConfigError(f"scorer {scorer.name!r} scores whole trajectories only; use it with greedy or "
                               "trajectory_best_of_n (without early_stop), or as an evaluation scorer")
-        needs_ref, top = scorer_needs(scorer) if score_steps else (False, 0)
+        needs_ref, top = token_needs([scorer]) if score_steps else (False, 0)
         rule = controller.early_stop
-        if rule is not None and getattr(rule, "signal", None) == "top_margin":
-            top = max(top, 2)
+        if rule is not None:
+            top = max(top, rule.top_logprobs)
         self.scores_reference, self.top_logprobs = needs_ref, top
+        fields = token_fields([scorer]) if score_steps else frozenset()
+        # only when asked, so a Proposer without these options serves every other scorer
+        self.token_options = {name: True for name, field_ in (("token_kl", "token_kl"),
+                                                             ("decisive_spans", "decisive_span"))
+                              if field_ in fields}
         budget.check_feasible(max_new_tokens=int(agent.max_new_tokens), scores_reference=needs_ref)
         self.ledger = Ledger(agent, budget, scores_reference=needs_ref)
         self.meter = EarlyStopMeter(rule) if rule is not None else None
@@ -153,10 +171,16 @@ class SearchContext:
     # -- the model ----------------------------------------------------------------------------
     def propose(self, states: Sequence[Trajectory], allowance: Allowance, *, key: Sequence[Any],
                 greedy: bool = False) -> list[list[Candidate]]:
-        """One batched call for ``states[:allowance.states]`` × ``allowance.k`` candidates."""
+        """One batched call for ``states[:allowance.states]`` × ``allowance.k`` candidates.
+
+        An empty allowance raises :class:`BudgetExhausted` naming the limit: a controller may
+        let it propagate, and ``Controller.run`` then returns the deepest path executed so far."""
+        if not allowance:
+            raise BudgetExhausted(allowance.limit or "unknown")
         states = list(states)[: allowance.states]
         out = self.agent.propose(states, k=allowance.k, seed=self.seed_for(*key), greedy=greedy,
-                                 score_reference=self.scores_reference, top_logprobs=self.top_logprobs)
+                                 score_reference=self.scores_reference, top_logprobs=self.top_logprobs,
+                                 **self.token_options)
         self.ledger.proposals += 1
         self.ledger.candidates += sum(len(group) for group in out)
         self.ledger.check_within()
@@ -220,6 +244,16 @@ class SearchContext:
             return None
         return float(self.scorer.score_trajectory(trajectory.steps))
 
+    def finish_exhausted(self, limit: str) -> SearchResult:
+        """The result when a budget limit ended the search mid-way: the deepest executed path."""
+        if self.tree is None:
+            raise BudgetExhausted(limit, f"budget limit {limit!r} reached before the episode started")
+        depth = self.tree.graph.nodes
+        node = max(self.tree.executed(), key=lambda n: (depth[n]["depth"], -n), default=None)
+        trajectory = self.tree.trajectory(node) if node is not None else Trajectory(
+            self.task, self.tree.initial_observation, (), self.tree.system_prompt)
+        return self.finish(trajectory, f"budget:{limit}", node=node)
+
     def finish(self, trajectory: Trajectory, stop_reason: str, *, node: int | None = None,
                branching: str = "none", uses_reward: bool = False,
                rollout_trajectories: Sequence[Trajectory] = (), **info: Any) -> SearchResult:
@@ -274,6 +308,8 @@ class Controller(ABC):
         ctx = SearchContext(self, task, env_factory, agent, scorer, budget, score_steps=self._scores_steps())
         try:
             return self._run(ctx)
+        except BudgetExhausted as exhausted:
+            return ctx.finish_exhausted(exhausted.limit)
         finally:
             ctx.close()
 

@@ -63,6 +63,7 @@ class AdaptiveN:
     sigma_floor: float = 0.0
     patience: int | None = None
     name = "adaptive"
+    top_logprobs = 0  # every rule declares the top log-probs per token it reads
 
     def __post_init__(self) -> None:
         if self.wave < 1 or self.min_samples < 1:
@@ -102,6 +103,7 @@ class DeepConf:
     percentile: float = 10.0
     threshold: float | None = None
     name = "deepconf"
+    top_logprobs = 0
 
     def __post_init__(self) -> None:
         if self.warmup < 1:

@@ -101,6 +101,10 @@ class SearchTree:
             raise KeyError(f"node {node} was not executed in the environment")
         return self._steps[node]
 
+    def executed(self) -> list[int]:
+        """Every node whose step was executed in the environment."""
+        return list(self._steps)
+
     def trajectory(self, node: int) -> Trajectory:
         """The trajectory from the root to ``node`` (every node on the path was executed)."""
         steps = tuple(self.step(n) for n in self.path(node))
@@ -157,10 +161,11 @@ class SearchTree:
         if len(self) > max_nodes:
             raise ConfigError(f"the tree has {len(self)} nodes, more than max_nodes={max_nodes} for a picture; "
                               "raise max_nodes or export it with write_graphml/write_json instead")
+        # matplotlib: only for drawing
         import matplotlib
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # after selecting the Agg backend
 
         pos = self.layout()
         width = max(4.0, min(40.0, 0.6 * (1 + max(x for x, _ in pos.values()))))

@@ -15,7 +15,7 @@ import pytest
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("sglang") is None:
         return
-    from ttsearch.agents.engines.sglang.server import runtime_problem
+    from ttsearch.agents.engines.sglang.runtime import runtime_problem
 
     problem = runtime_problem()
     if problem is None:

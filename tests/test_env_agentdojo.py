@@ -16,15 +16,7 @@ from ttsearch.envs import EnvError, list_tasks, make  # noqa: E402
 from ttsearch.envs.adapters.agentdojo import AgentDojoEnv  # noqa: E402
 from ttsearch.envs.adapters.tool_calls import ToolCall, format_tool_calls  # noqa: E402
 from ttsearch.envs.check_env import check_env  # noqa: E402
-
-
-def play(env, actions):
-    results = []
-    for action in actions:
-        results.append(env.step(action))
-        if results[-1].done:
-            break
-    return results
+from ttsearch.envs.testing import play
 
 
 def test_gold_path_reaches_full_utility_on_every_user_task_of_every_suite():

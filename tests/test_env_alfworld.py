@@ -13,17 +13,10 @@ pytest.importorskip("fast_downward")
 from ttsearch.envs import EnvError, list_tasks, make  # noqa: E402
 from ttsearch.envs.adapters.alfworld import ALFWorldEnv, list_games  # noqa: E402
 from ttsearch.envs.check_env import check_env  # noqa: E402
+from ttsearch.envs.testing import play
 
 DATA = Path(__file__).parent / "data" / "alfworld"
 
-
-def play(env, actions):
-    out = []
-    for a in actions:
-        out.append(env.step(a))
-        if out[-1].done:
-            break
-    return out
 
 
 @pytest.fixture(scope="module")

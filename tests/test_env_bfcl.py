@@ -14,15 +14,7 @@ from bfcl_eval.eval_checker.multi_turn_eval import multi_turn_utils  # noqa: E40
 from ttsearch.envs import EnvError, list_tasks  # noqa: E402
 from ttsearch.envs.adapters.bfcl import CATEGORIES, BFCLEnv  # noqa: E402
 from ttsearch.envs.check_env import check_env  # noqa: E402
-
-
-def play(env, actions):
-    results = []
-    for action in actions:
-        results.append(env.step(action))
-        if results[-1].done:
-            break
-    return results
+from ttsearch.envs.testing import play
 
 
 def test_ground_truth_passes_the_checker_on_all_800_entries():

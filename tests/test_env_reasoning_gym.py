@@ -11,15 +11,7 @@ import reasoning_gym  # noqa: E402
 from ttsearch.envs import ConfigError, make  # noqa: E402
 from ttsearch.envs.adapters.reasoning_gym import ReasoningGymEnv, evaluate  # noqa: E402
 from ttsearch.envs.check_env import check_env  # noqa: E402
-
-
-def play(env, actions):
-    out = []
-    for a in actions:
-        out.append(env.step(a))
-        if out[-1].done:
-            break
-    return out
+from ttsearch.envs.testing import play
 
 
 @pytest.mark.parametrize("dataset", ["countdown", "maze", "gsm_symbolic"])

@@ -13,17 +13,10 @@ if shutil.which("java") is None:
 from ttsearch.envs import ConfigError, EnvError, make  # noqa: E402
 from ttsearch.envs.adapters.scienceworld import ScienceWorldEnv  # noqa: E402
 from ttsearch.envs.check_env import check_env  # noqa: E402
+from ttsearch.envs.testing import play
 
 TASK, VARIATION = "lifespan-longest-lived", 1  # an 8-step gold path
 
-
-def play(env, actions):
-    out = []
-    for a in actions:
-        out.append(env.step(a))
-        if out[-1].done:
-            break
-    return out
 
 
 @pytest.fixture(scope="module")

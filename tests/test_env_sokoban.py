@@ -12,6 +12,7 @@ pytest.importorskip("textarena")
 from ttsearch.envs import EnvError, list_tasks  # noqa: E402
 from ttsearch.envs.adapters.sokoban import ACTIONS, SokobanEnv, solve  # noqa: E402
 from ttsearch.envs.check_env import check_env  # noqa: E402
+from ttsearch.envs.testing import play
 
 
 def room(rows: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -22,14 +23,6 @@ def room(rows: list[str]) -> tuple[np.ndarray, np.ndarray]:
     fixed[(fixed == 4) | (fixed == 5)] = 1
     return fixed, state
 
-
-def play(env, actions):
-    results = []
-    for action in actions:
-        results.append(env.step(action))
-        if results[-1].done:
-            break
-    return results
 
 
 def test_solver_on_hand_made_rooms():

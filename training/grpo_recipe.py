@@ -8,7 +8,7 @@
 
 Each iteration: ``tasks_per_iter`` training tasks (env seeds from ``TASK_SPLITS["train"]``),
 ``group_size`` episodes each, played in lockstep by the current policy at temperature 1
-(``lockstep.play_episodes``). Every turn of an episode is a row carrying its episode's
+(``training.rollouts.play_episodes``). Every turn of an episode is a row carrying its episode's
 group-normalised return as advantage (outcome-reward GRPO); groups whose episodes all got the
 same return carry no signal and are dropped. One AdamW step on the LoRA weights minimises
 ``grpo_loss`` (clipped surrogate + β·k3 KL to the reference = the base model with the adapter
@@ -31,8 +31,17 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from ttsearch.agents import Agent, ModelPair, PlainActionParser, PromptConfig, SamplingParams
+from ttsearch.agents.checkpoints.model_pair import PairManifest
+from ttsearch.agents.engines.transformers.backend import TransformersBackend
+from ttsearch.envs.base import Trajectory
 from ttsearch.envs.errors import ConfigError, ParseError, unknown_choice
-from ttsearch.training.rollouts import EpisodeSpec
+from ttsearch.training.grpo_loss import Row, group_advantages, grpo_loss, sequence_token_logprobs
+from ttsearch.training.rollouts import EpisodeSpec, play_episodes
 
 TASK_SPLITS = {"train": 0, "test": 200_000}
 """Env seeds: training tasks are seeds 0.., held-out tasks 200000.. (the adapters' convention)."""
@@ -53,6 +62,11 @@ class FinalNumberParser:
         if not found:
             raise ParseError("no number in the message")
         return f"answer: {found[-1]}"
+
+    def decisive_span(self, text: str, *, admissible: Any = None) -> tuple[int, int] | None:
+        """The characters of the last number (the answer); None when there is none."""
+        spans = [m.span() for m in _NUMBER.finditer(text)]
+        return spans[-1] if spans else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +127,6 @@ class GrpoConfig:
 
 def make_agent(model_or_pair: Any, tokenizer: Any, preset: Preset, *, temperature: float = 1.0):
     """An Agent over ``model_or_pair`` (a ModelPair, or one model used as policy and reference)."""
-    from ttsearch.agents import Agent, ModelPair, PlainActionParser, PromptConfig, SamplingParams
-    from ttsearch.agents.engines.transformers.backend import TransformersBackend
 
     prompt = PromptConfig.from_dict(preset.prompt)
     if isinstance(model_or_pair, ModelPair):
@@ -132,7 +144,6 @@ def make_agent(model_or_pair: Any, tokenizer: Any, preset: Preset, *, temperatur
 def rows_from_groups(groups: list[list[Any]]) -> list[tuple[Any, int, float]]:
     """(trajectory, turn index, advantage) for every turn of every episode with a non-zero
     group-normalised return."""
-    from ttsearch.training.grpo_loss import group_advantages
 
     rows = []
     for group in groups:
@@ -149,12 +160,6 @@ def rows_from_groups(groups: list[list[Any]]) -> list[tuple[Any, int, float]]:
 def train_grpo_pair(config: GrpoConfig, reference_dir: str | Path, out_dir: str | Path, *,
                     log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train the LoRA policy and write the pair folder; returns the report (also in the manifest)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from ttsearch.training.grpo_loss import Row, grpo_loss, sequence_token_logprobs
-    from ttsearch.training.rollouts import play_episodes
 
     start = time.perf_counter()
     torch.manual_seed(config.seed)
@@ -217,7 +222,6 @@ def train_grpo_pair(config: GrpoConfig, reference_dir: str | Path, out_dir: str 
 
 def _prefix(traj: Any, i: int) -> Any:
     """The trajectory as it was when step ``i`` was chosen."""
-    from ttsearch.envs.base import Trajectory
 
     return Trajectory(task=traj.task, initial_observation=traj.initial_observation,
                       steps=traj.steps[:i], system_prompt=traj.system_prompt)
@@ -225,8 +229,6 @@ def _prefix(traj: Any, i: int) -> Any:
 
 def write_pair(peft_model: Any, tokenizer: Any, reference_dir: Path, out_dir: Path, config: GrpoConfig,
                preset: Preset, report: dict[str, Any]) -> Path:
-    from ttsearch.agents.checkpoints.model_pair import PairManifest
-    from ttsearch.agents.prompting import PromptConfig
 
     out_dir.mkdir(parents=True, exist_ok=True)
     ref_link = out_dir / "reference"

@@ -32,8 +32,17 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from ttsearch.agents import Agent, ModelPair, PlainActionParser, SamplingParams
+from ttsearch.agents.checkpoints.shipped import default_pair_dir
+from ttsearch.envs import list_tasks
 from ttsearch.envs.base import Trajectory
 from ttsearch.envs.errors import ConfigError, unknown_choice
+from ttsearch.scorers import make_scorer
+from ttsearch.scorers.metrics import auroc
 from ttsearch.scorers.reward_model_text import (
     RM_MANIFEST,
     encode,
@@ -41,6 +50,9 @@ from ttsearch.scorers.reward_model_text import (
     forward_scores,
     prefix_texts,
 )
+from ttsearch.training.grpo_recipe import PRESETS, make_agent
+from ttsearch.training.rm_probe import fit_probe, head_features, load_probe_base, set_head
+from ttsearch.training.rollouts import play_lockstep
 
 SELECT = ("best_val", "last")
 METHODS = ("finetune", "probe")
@@ -126,15 +138,6 @@ class Example:
     episode: int
 
 
-def auroc(labels: Sequence[float], scores: Sequence[float]) -> float | None:
-    """Area under the ROC curve; None when only one class is present (it is undefined then)."""
-    from sklearn.metrics import roc_auc_score
-
-    if len(set(labels)) < 2:
-        return None
-    return float(roc_auc_score(labels, scores))
-
-
 def prefix_examples(tokenizer: Any, trajectories: Sequence[Trajectory], *, system_prompt: str = "",
                     history: int | str = 0) -> list[Example]:
     """Every prefix of every trajectory, labelled 1.0 if its episode succeeded else 0.0."""
@@ -149,38 +152,16 @@ def prefix_examples(tokenizer: Any, trajectories: Sequence[Trajectory], *, syste
 def roll_out(agent: Any, tasks: Sequence[Any], *, rollouts: int, seed: int, max_steps: int,
              score_reference: bool = False,
              reset_seed: Callable[[Any, int], int] = RM_ENVS["maze"].reset_seed) -> list[Trajectory]:
-    """``rollouts`` sampled episodes per task, all advanced in lock-step (one propose per step);
+    """``rollouts`` sampled episodes per task, played in lockstep (``training.rollouts``);
     episode ``r`` of a task starts from ``env.reset(seed=reset_seed(task, r))``."""
-    from ttsearch.agents.base import step_from_candidate
-
-    games = []
-    for task in tasks:
-        for r in range(rollouts):
-            env = task.make()
-            obs = env.reset(seed=reset_seed(task, r))
-            games.append([env, Trajectory(task, obs, (), env.system_prompt)])
-    t = 0
-    while True:
-        alive = [g for g in games if not g[1].done and len(g[1].steps) < max_steps]
-        if not alive:
-            break
-        groups = agent.propose([g[1] for g in alive], k=1, seed=seed * 100_003 + t, score_reference=score_reference)
-        for game, (cand,) in zip(alive, groups, strict=True):
-            env, trajectory = game
-            result = env.step(cand.action)
-            game[1] = trajectory.extended(step_from_candidate(trajectory.observation, cand, result))
-        t += 1
-    for env, _ in games:
-        env.close()
-    return [g[1] for g in games]
+    starts = [(task, reset_seed(task, r)) for task in tasks for r in range(rollouts)]
+    return play_lockstep(agent, starts, seed=seed, max_steps=max_steps, score_reference=score_reference)
 
 
 def load_agent(pair_dir: str | Path) -> tuple[Any, Any, dict]:
     """(agent, pair, env kwargs) at temperature 1: a pair from `ttsearch pair grpo` samples with
     its preset's parser and token limit (as it was trained and evaluated); the maze pair exactly
     as the demo does."""
-    from ttsearch.agents import Agent, ModelPair, PlainActionParser, SamplingParams
-    from ttsearch.training.grpo_recipe import PRESETS, make_agent
 
     pair = ModelPair.load_dir(pair_dir)
     env_kwargs = dict(pair.manifest.env_kwargs) if pair.manifest else {}
@@ -210,8 +191,6 @@ def _fit(model: Any, train: tuple[list[list[int]], list[float], list[int]], val_
          log: Callable[[str], None]) -> tuple[list[dict], int]:
     """Weighted BCE; with ``select="best_val"`` early stopping on validation prefix AUROC
     restores the best epoch's weights, with ``"last"`` every epoch runs and the last is kept."""
-    import numpy as np
-    import torch
 
     ids, targets, weights = train
     torch.manual_seed(recipe.seed)
@@ -238,7 +217,7 @@ def _fit(model: Any, train: tuple[list[list[int]], list[float], list[int]], val_
         model.eval()
         unique_scores = forward_scores(model, val_ids, pad_token_id=pad, batch_size=128)
         val_scores = [unique_scores[i] for i in val_index]
-        val_auc = auroc(val_y, val_scores)
+        val_auc = auroc(val_scores, val_y)
         val_loss = float(torch.nn.functional.binary_cross_entropy_with_logits(
             torch.tensor(val_scores), torch.tensor(val_y)))
         row = {"epoch": epoch, "train_loss": total / seen, "val_loss": val_loss, "val_auroc": val_auc}
@@ -260,26 +239,23 @@ def _fit(model: Any, train: tuple[list[list[int]], list[float], list[int]], val_
     return history, best_epoch
 
 
-def train_reward_model(recipe: RMRecipe, out: str | Path, *, pair_dir: str | Path | None = None,
-                       log: Callable[[str], None] = print) -> dict:
-    """Roll out, label, train, save; returns the manifest written to ``out/ttsearch_rm.json``."""
-    import torch
-
-    from ttsearch.agents.checkpoints.shipped import default_pair_dir
-    from ttsearch.envs import list_tasks
-
-    started, cpu_started = time.perf_counter(), time.process_time()
-    rm_env = RM_ENVS[recipe.env]
-    if pair_dir is None and not rm_env.shipped_pair:
+def _recipe_pair(recipe: RMRecipe, pair_dir: str | Path | None) -> tuple[Path, Any, Any, dict]:
+    """(pair folder, agent, pair, env kwargs) of the policy whose rollouts label the RM's data."""
+    if pair_dir is None and not RM_ENVS[recipe.env].shipped_pair:
         raise ConfigError(f"no pair is shipped for env {recipe.env!r}: pass the pair folder "
                           "(`ttsearch rm train --pair DIR`, e.g. one made by `ttsearch pair grpo`)")
-    pair_label = str(pair_dir) if pair_dir is not None else f"default:{recipe.env}"
     pair_dir = Path(pair_dir) if pair_dir is not None else default_pair_dir(recipe.env)
     agent, pair, env_kwargs = load_agent(pair_dir)
     pair_env = pair.manifest.env if pair.manifest else None
     if pair_env not in (None, recipe.env):
         raise ConfigError(f"--env {recipe.env!r} does not match the pair's env {pair_env!r} "
                           f"({pair_dir}/ttsearch_pair.json); pass --env {pair_env}")
+    return pair_dir, agent, pair, env_kwargs
+
+
+def _rollouts(recipe: RMRecipe, agent: Any, env_kwargs: dict) -> tuple[list, list, list, list]:
+    """Training and validation layouts (disjoint) and the policy's rollouts of each."""
+    rm_env = RM_ENVS[recipe.env]
     tasks = list_tasks(recipe.env, split="train", limit=recipe.train_layouts,
                        **rm_env.task_kwargs(recipe.train_layouts, recipe.seed), **env_kwargs)
     n_val = max(1, round(len(tasks) * recipe.val_fraction))
@@ -291,6 +267,17 @@ def train_reward_model(recipe: RMRecipe, out: str | Path, *, pair_dir: str | Pat
                               max_steps=recipe.max_steps, reset_seed=rm_env.reset_seed)
         val_traj = roll_out(agent, val_tasks, rollouts=recipe.rollouts_per_layout, seed=recipe.seed + 1,
                             max_steps=recipe.max_steps, reset_seed=rm_env.reset_seed)
+    return train_tasks, val_tasks, train_traj, val_traj
+
+
+def train_reward_model(recipe: RMRecipe, out: str | Path, *, pair_dir: str | Path | None = None,
+                       log: Callable[[str], None] = print) -> dict:
+    """Roll out, label, train, save; returns the manifest written to ``out/ttsearch_rm.json``."""
+
+    started, cpu_started = time.perf_counter(), time.process_time()
+    pair_label = str(pair_dir) if pair_dir is not None else f"default:{recipe.env}"
+    pair_dir, agent, pair, env_kwargs = _recipe_pair(recipe, pair_dir)
+    train_tasks, val_tasks, train_traj, val_traj = _rollouts(recipe, agent, env_kwargs)
     rollout_s = time.perf_counter() - started
     # Render with the system prompt the policy saw: the pair's override, else the task's own.
     override = pair.manifest.prompt.system_prompt if pair.manifest else None
@@ -333,8 +320,8 @@ def train_reward_model(recipe: RMRecipe, out: str | Path, *, pair_dir: str | Pat
             "train_success_rate": sum(t.success for t in train_traj) / len(train_traj),
             "val_success_rate": sum(t.success for t in val_traj) / len(val_traj),
         },
-        "val_prefix_auroc": auroc([e.label for e in val_ex], val_scores),
-        "val_trajectory_auroc": auroc([float(t.success) for t in val_traj], [last[i] for i in range(len(val_traj))]),
+        "val_prefix_auroc": auroc(val_scores, [e.label for e in val_ex]),
+        "val_trajectory_auroc": auroc([last[i] for i in range(len(val_traj))], [float(t.success) for t in val_traj]),
         "rollout_seconds": round(rollout_s, 1),
         "train_seconds": round(time.perf_counter() - started, 1),
         "cpu_seconds": round(time.process_time() - cpu_started, 1),
@@ -346,8 +333,6 @@ def train_reward_model(recipe: RMRecipe, out: str | Path, *, pair_dir: str | Pat
 def _finetune(pair_dir: Path, train: tuple, val_ids: list[list[int]], val_ex: Sequence[Example],
               val_index: list[int], recipe: RMRecipe, log: Callable[[str], None]) -> tuple[Any, list[float], dict]:
     """method="finetune": (model, validation example scores, manifest entries)."""
-    import torch
-    from transformers import AutoModelForSequenceClassification
 
     with torch.random.fork_rng(devices=[]):  # the fresh head's init must not depend on sampling state
         torch.manual_seed(recipe.seed)
@@ -365,7 +350,6 @@ def _finetune(pair_dir: Path, train: tuple, val_ids: list[list[int]], val_ex: Se
 def _probe(pair_dir: Path, train: tuple, val_ids: list[list[int]], val_ex: Sequence[Example],
            val_index: list[int], recipe: RMRecipe, log: Callable[[str], None]) -> tuple[Any, list[float], dict]:
     """method="probe": (model, validation example scores, manifest entries); see rm_probe."""
-    from ttsearch.training.rm_probe import fit_probe, head_features, load_probe_base, set_head
 
     train_ids, train_targets, train_counts = train
     model = load_probe_base(pair_dir / "reference")
@@ -386,3 +370,26 @@ def _probe(pair_dir: Path, train: tuple, val_ids: list[list[int]], val_ex: Seque
                          "note": "score = logit P(success) - dropped_intercept: the head has no bias; rankings, "
                                  "AUROC, Spearman and rank/min-max-mapped ECE are invariant to the constant"}}
     return model, val_scores, details
+
+
+def evaluate_reward_model(out: str | Path, pair_dir: str | Path | None, *, layouts: int, rollouts: int,
+                          seed: int, env: str = "maze", max_steps: int = 20) -> dict:
+    """Trajectory-level AUROC of the saved RM, progress advantage and policy log-prob on the same
+    held-out episodes (the uncertainty-quantification application)."""
+    import torch  # heavy: imported on use
+
+    rm_env = RM_ENVS[env]
+    agent, pair, env_kwargs = load_agent(Path(pair_dir) if pair_dir is not None else default_pair_dir(env))
+    tasks = list_tasks(env, split="test", limit=layouts, **rm_env.task_kwargs(layouts, seed), **env_kwargs)
+    with torch.inference_mode():
+        episodes = roll_out(agent, tasks, rollouts=rollouts, seed=seed + 7, max_steps=max_steps,
+                            score_reference=True, reset_seed=rm_env.reset_seed)
+    labels = [float(t.success) for t in episodes]
+    scorers = {"reward_model": make_scorer("reward_model", path=str(out)),
+               "reward_model_process_min": make_scorer("reward_model", path=str(out), kind="process"),
+               "progress_advantage": make_scorer("progress_advantage", beta=pair.beta),
+               "policy_logprob": make_scorer("policy_logprob")}
+    result = {"layouts": len(tasks), "episodes": len(episodes), "success_rate": sum(labels) / len(labels)}
+    for label, scorer in scorers.items():
+        result[f"auroc_{label}"] = auroc([scorer.score_trajectory(t.steps) for t in episodes], labels)
+    return result

@@ -24,14 +24,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from transformers import AutoModelForSequenceClassification
+
 from ttsearch.envs.errors import ConfigError
+from ttsearch.scorers.metrics import auroc
 from ttsearch.scorers.reward_model_text import forward_logits
 
 
 def load_probe_base(reference_dir: Any) -> Any:
     """The reference checkpoint as a sequence-classification model with a scalar head (set later)."""
-    import torch
-    from transformers import AutoModelForSequenceClassification
 
     with torch.random.fork_rng(devices=[]):  # the placeholder head's init must not move the RNG
         torch.manual_seed(0)
@@ -49,8 +56,6 @@ def head_features(model: Any, ids: Sequence[Sequence[int]], *, pad_token_id: int
     The head is swapped for the identity for the duration, so the model's own forward does the
     pooling (its last-non-pad-token rule): the features are the head's inputs by construction.
     """
-    import numpy as np
-    import torch
 
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -92,11 +97,6 @@ def fit_probe(x_train: Any, y_train: Sequence[float], w_train: Sequence[float] |
     ``y_train`` may hold fractional targets (merged duplicate prefixes); each row then enters as
     a positive with weight w*y and a negative with weight w*(1-y), exactly the weighted BCE.
     """
-    import numpy as np
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import log_loss, roc_auc_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     if not cs or any(not c > 0 for c in cs):
         raise ConfigError(f"probe_cs must be a non-empty list of positive numbers, got {list(cs)!r}")
@@ -112,13 +112,12 @@ def fit_probe(x_train: Any, y_train: Sequence[float], w_train: Sequence[float] |
         raise ConfigError("the probe's training prefixes are all successes or all failures; roll out more "
                           "tasks (train_layouts) or episodes (rollouts_per_layout)")
     y_val = np.asarray(y_val, dtype=float)
-    two_classes = len(set(y_val.tolist())) == 2
     best, history = None, []
     for c in sorted(cs):
         pipe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000, random_state=seed))
         pipe.fit(x2, y2, standardscaler__sample_weight=w2, logisticregression__sample_weight=w2)
         decision = pipe.decision_function(x_val)
-        auc = float(roc_auc_score(y_val, decision)) if two_classes else None
+        auc = auroc(decision, y_val)
         loss = float(log_loss(y_val, pipe.predict_proba(x_val)[:, 1], labels=[0, 1]))
         history.append({"C": c, "val_auroc": auc, "val_loss": loss})
         metric = auc if auc is not None else -loss
@@ -133,7 +132,6 @@ def fit_probe(x_train: Any, y_train: Sequence[float], w_train: Sequence[float] |
 
 def set_head(model: Any, weight: Any) -> None:
     """Write the probe coefficients into the model's scalar ``score`` head (no bias)."""
-    import torch
 
     if tuple(model.score.weight.shape) != (1, len(weight)):
         raise ConfigError(f"probe has {len(weight)} coefficients but the score head is "

@@ -18,12 +18,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
 
 from ttsearch.envs.errors import ConfigError
-
-if TYPE_CHECKING:  # keep torch/transformers out of import time
-    from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
@@ -48,8 +55,6 @@ QWEN2_PRETOKENIZE_REGEX = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{
 
 def train_tokenizer(texts: Iterable[str], *, vocab_size: int = 512) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE tokenizer with ChatML special tokens on ``texts``."""
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     minimum = len(alphabet) + len(SPECIAL_TOKENS)
@@ -109,7 +114,6 @@ def make_model(
     ``init_std`` is the weight init scale; larger values give peakier (less uniform) random
     next-token distributions, which tests use to make argmax decisions unambiguous.
     """
-    import torch
 
     if arch not in ARCHITECTURES:
         raise ConfigError(f"unknown arch {arch!r}; choose one of: {', '.join(ARCHITECTURES)}")
@@ -136,12 +140,7 @@ def make_model(
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
         dtype="float32",
     )
-    if arch == "qwen2":
-        from transformers import Qwen2Config as Config
-        from transformers import Qwen2ForCausalLM as Model
-    else:
-        from transformers import LlamaConfig as Config
-        from transformers import LlamaForCausalLM as Model
+    Config, Model = (Qwen2Config, Qwen2ForCausalLM) if arch == "qwen2" else (LlamaConfig, LlamaForCausalLM)
     config = Config(**common)
     # fork_rng: a model seed must not disturb the caller's global torch RNG stream.
     with torch.random.fork_rng(devices=[]):

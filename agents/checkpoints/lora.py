@@ -1,4 +1,4 @@
-"""Policy checkpoints stored as a LoRA adapter over the reference (base) model.
+"""Checkpoint folders: a Hugging Face model folder, or a LoRA adapter over its base model.
 
     ModelPair.load_dir("runs/smollm2-minigrid-pair")   # policy/ = adapter, reference/ = base
     model = load_adapter_model("runs/.../policy", dtype=torch.float32)   # base + adapter, merged
@@ -17,9 +17,21 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ttsearch.agents.checkpoints.model_spec import IMPORT_PREFIX, resolve_model_spec
 from ttsearch.envs.errors import BackendError
 
 ADAPTER_CONFIG = "adapter_config.json"
+
+
+def check_model_folder(path: str | Path) -> Path:
+    """Raise a BackendError naming the fix unless ``path`` is a Hugging Face model folder."""
+    path = Path(path)
+    if not (path / "config.json").is_file() and not is_adapter_folder(path):
+        raise BackendError(
+            f"no model at {path}: expected a Hugging Face folder with config.json; "
+            "train one with `ttsearch pair train` or pass a folder written by save_pretrained"
+        )
+    return path
 
 
 def is_adapter_folder(path: str | Path) -> bool:
@@ -41,7 +53,6 @@ def adapter_base_path(path: str | Path) -> Path:
         base = json.loads((path / ADAPTER_CONFIG).read_text())["base_model_name_or_path"]
     except (KeyError, json.JSONDecodeError) as err:
         raise BackendError(f"{path / ADAPTER_CONFIG} has no readable base_model_name_or_path ({err})") from err
-    from ttsearch.agents.checkpoints.model_spec import IMPORT_PREFIX, resolve_model_spec
 
     if base.startswith(IMPORT_PREFIX):  # a model made by `ttsearch pair import-gguf`
         return resolve_model_spec(path, base)
@@ -58,9 +69,11 @@ def adapter_base_path(path: str | Path) -> Path:
 def load_adapter_model(path: str | Path, *, dtype: Any) -> Any:
     """Base + LoRA adapter, merged into one plain transformers model (eval mode)."""
     try:
+        # peft, torch, transformers: needed only for adapter folders
         from peft import PeftModel
     except ModuleNotFoundError as err:
         raise BackendError(f"{path} is a LoRA adapter; loading it needs peft (pip install peft)") from err
+    # peft, torch, transformers: needed only for adapter folders
     from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(adapter_base_path(path), dtype=dtype, attn_implementation="sdpa")
@@ -78,6 +91,7 @@ def servable_folder(path: str | Path, cache_dir: str | Path) -> Path:
     path = Path(path)
     if not is_adapter_folder(path):
         return path
+    # peft, torch, transformers: needed only for adapter folders
     import torch
     from transformers import AutoTokenizer
 

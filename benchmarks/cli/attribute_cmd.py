@@ -16,7 +16,17 @@ import argparse
 import json
 from pathlib import Path
 
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
+
+from ttsearch.agents import ModelPair
+from ttsearch.agents.checkpoints.shipped import default_pair_dir
+from ttsearch.benchmarks.report.whowhen_attribution import attribution_summary, score_log
+from ttsearch.benchmarks.run.jsonl_log import JsonlWriter, read_rows
 from ttsearch.envs.errors import ConfigError
+from ttsearch.envs.whowhen import load_whowhen
+from ttsearch.scorers import make_scorer
 
 SCORER_NAMES = ("progress_advantage", "policy_logprob", "reference_logprob", "self_certainty",
                 "deepconf_tail", "entropy")
@@ -38,15 +48,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {args.limit}")
-    from rich.console import Console
-    from rich.progress import track
-
-    from ttsearch.agents import ModelPair
-    from ttsearch.agents.checkpoints.shipped import default_pair_dir
-    from ttsearch.benchmarks.report.whowhen_attribution import attribution_summary, score_log
-    from ttsearch.benchmarks.run.jsonl_log import JsonlWriter, read_rows
-    from ttsearch.envs.whowhen import load_whowhen
-    from ttsearch.scorers import make_scorer
 
     logs = load_whowhen(args.data, subset=args.subset)[: args.limit]
     pair = ModelPair.load_dir(Path(args.pair) if args.pair else default_pair_dir("maze"))
@@ -71,7 +72,6 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
         return 0
-    from rich.table import Table
 
     table = Table(title=f"Who&When failure attribution: {len(logs)} logs, pair {pair!r}")
     for column in ("scorer", "method", "step acc", "agent acc", "step MAE"):

@@ -12,10 +12,17 @@ and DIR/ttsearch_pair.json (recipe, training log, held-out evaluation). Needs pe
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
+from ttsearch.agents import ModelPair, PairManifest
+from ttsearch.agents.checkpoints.model_spec import default_dir
+from ttsearch.benchmarks.cli.options import add_set_option, build_recipe
 from ttsearch.envs.errors import ConfigError
+from ttsearch.training.gguf_import import import_smollm2
+from ttsearch.training.grpo_eval import evaluate_pair
+from ttsearch.training.grpo_recipe import PRESETS, TASK_SPLITS, GrpoConfig, train_grpo_pair
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -23,29 +30,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", default=None,
                         help="reference model folder (default: the `ttsearch pair import-gguf` folder)")
     parser.add_argument("--quick", action="store_true", help="2 iterations of 2 tasks x 4 episodes (CI)")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="override a GrpoConfig field, e.g. --set iterations=20 --set lr=3e-4")
+    add_set_option(parser, example="iterations=20")
     parser.add_argument("--eval-tasks", type=int, default=100, help="held-out tasks per model (0: skip)")
     parser.add_argument("--eval-only", action="store_true", help="evaluate the pair in --out without training")
 
 
 def main(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    from ttsearch.benchmarks.cli.pair_train_cmd import parse_overrides
-    from ttsearch.training.grpo_recipe import PRESETS, TASK_SPLITS, GrpoConfig, train_grpo_pair
-
     if args.eval_tasks < 0:
         raise ConfigError("--eval-tasks must be >= 0")
-    overrides = parse_overrides(args.set, {f.name: f for f in dataclasses.fields(GrpoConfig)})
-    try:
-        config = GrpoConfig.quick(**overrides) if args.quick else GrpoConfig(**overrides)
-    except TypeError as err:
-        raise ConfigError(f"bad recipe override: {err}") from err
+    config = build_recipe(GrpoConfig, args.set, quick=args.quick)
     out = Path(args.out)
     if not args.eval_only:
-        from ttsearch.agents.checkpoints.model_spec import default_dir
-        from ttsearch.training.gguf_import import import_smollm2
 
         reference = Path(args.reference) if args.reference else default_dir()
         if args.reference is None:
@@ -53,8 +48,6 @@ def main(args: argparse.Namespace) -> int:
         report = train_grpo_pair(config, reference, out, log=lambda line: print(line, flush=True))
         print(json.dumps({"train_seconds": report["train_seconds"]}))
     if args.eval_tasks:
-        from ttsearch.agents import ModelPair, PairManifest
-        from ttsearch.training.grpo_eval import evaluate_pair
 
         pair = ModelPair.load_dir(out)
         manifest = PairManifest.read(out)

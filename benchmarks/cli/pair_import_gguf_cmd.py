@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ttsearch.training.gguf_import import import_smollm2
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None,
@@ -20,8 +22,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ttsearch.training.gguf_import import import_smollm2
-
     result = import_smollm2(args.out, force=args.force)
     print(json.dumps({"path": str(result.path), "skipped": result.skipped,
                       "seconds": round(result.seconds, 1)}))

@@ -12,10 +12,11 @@ and DIR/ttsearch_pair.json (the recipe and what training measured).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 
+from ttsearch.benchmarks.cli.options import add_set_option, build_recipe
 from ttsearch.envs.errors import ConfigError, unknown_choice
+from ttsearch.training.maze_recipe import MazeRecipeConfig, train_maze_pair
 
 RECIPES = ("maze",)
 
@@ -24,43 +25,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env", required=True, help=f"environment recipe: {', '.join(RECIPES)}")
     parser.add_argument("--out", required=True, help="output folder for the pair")
     parser.add_argument("--quick", action="store_true", help="shortened run (about a minute) to prove it trains")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="override a recipe field (repeatable), e.g. --set beta=0.2")
+    add_set_option(parser, example="beta=0.2")
     parser.add_argument("--reference", default=None, metavar="DIR",
                         help="skip tokenizer training and SFT: use this reference folder (an earlier run's)")
     parser.add_argument("--policy", default=None, metavar="DIR",
                         help="continue RL from this policy folder instead of the reference (needs --reference)")
 
 
-def parse_overrides(pairs: list[str], fields: dict[str, dataclasses.Field]) -> dict:
-    """``["beta=0.2"]`` -> ``{"beta": 0.2}``, values parsed as JSON, fields checked."""
-    out = {}
-    for item in pairs:
-        name, sep, raw = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set {item!r} must look like FIELD=VALUE, e.g. --set beta=0.2")
-        if name not in fields:
-            raise ConfigError(unknown_choice("recipe field", name, fields))
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        out[name] = tuple(value) if isinstance(value, list) else value
-    return out
-
-
 def main(args: argparse.Namespace) -> int:
     if args.env not in RECIPES:
         raise ConfigError(unknown_choice("pair recipe", args.env, RECIPES))
-    from ttsearch.training.maze_recipe import MazeRecipeConfig, train_maze_pair
-
-    overrides = parse_overrides(args.set, {f.name: f for f in dataclasses.fields(MazeRecipeConfig)})
-    try:
-        config = MazeRecipeConfig.quick(**overrides) if args.quick else MazeRecipeConfig(**overrides)
-    except TypeError as err:
-        raise ConfigError(f"bad recipe override: {err}") from err
     if args.policy and not args.reference:
         raise ConfigError("--policy needs --reference (the reference the policy was trained against)")
+    config = build_recipe(MazeRecipeConfig, args.set, quick=args.quick)
     report = train_maze_pair(config, args.out, reference_dir=args.reference, policy_dir=args.policy)
     print(json.dumps({k: report[k] for k in ("sft_final_loss", "rl_final", "train_seconds")}, indent=2))
     return 0

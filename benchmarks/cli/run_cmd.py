@@ -16,7 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 
+from ttsearch.benchmarks.run.config import load_config
+from ttsearch.benchmarks.run.runner import run_experiment
 from ttsearch.envs.errors import ConfigError
+
+INTERRUPTED = "finished episodes are kept in OUT/episodes.jsonl; rerun the same command with --resume to continue"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -25,15 +29,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the run in --out, skipping finished episodes")
     parser.add_argument("--limit", type=int, default=None, help="run only the first N tasks of the config")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--concurrency", type=int, default=None,
+                        help="episodes in flight at once (default: the config's, 'auto' = 16)")
+    parser.add_argument("--retry-errors", action="store_true",
+                        help="with --resume: rerun the episodes an env fault ended (their new rows supersede)")
+    parser.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                        help="shard episodes over Ray actors (a local cluster, or the cluster at ADDRESS)")
 
 
 def main(args: argparse.Namespace) -> int:
-    from ttsearch.benchmarks.run.config import load_config
-    from ttsearch.benchmarks.run.runner import run_experiment
-
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {args.limit}")
+    if args.concurrency is not None and args.concurrency < 1:
+        raise ConfigError(f"--concurrency must be >= 1, got {args.concurrency}")
+    if args.retry_errors and not args.resume:
+        raise ConfigError("--retry-errors reruns the error rows of an earlier run: add --resume")
     config = load_config(args.config)
-    summary = run_experiment(config, args.out, resume=args.resume, limit=args.limit, progress=not args.quiet)
+    summary = run_experiment(config, args.out, resume=args.resume, limit=args.limit, progress=not args.quiet,
+                             concurrency=args.concurrency, retry_errors=args.retry_errors,
+                             ray_address=args.ray)
     print(json.dumps(summary))
     return 0

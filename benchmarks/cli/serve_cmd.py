@@ -18,6 +18,11 @@ import sys
 import time
 from pathlib import Path
 
+from ttsearch.agents.checkpoints.lora import servable_folder
+from ttsearch.agents.checkpoints.model_pair import PairManifest
+from ttsearch.agents.engines.sglang.runtime import runtime_problem
+from ttsearch.agents.engines.sglang.server import ServerConfig, SGLangServer
+from ttsearch.benchmarks.run.setup import resolve_pair_dir
 from ttsearch.envs.errors import BackendError
 
 
@@ -29,11 +34,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ttsearch.agents.checkpoints.lora import servable_folder
-    from ttsearch.agents.checkpoints.model_pair import PairManifest
-    from ttsearch.agents.engines.sglang.server import ServerConfig, SGLangServer, runtime_problem
-    from ttsearch.benchmarks.run.runner import resolve_pair_dir
-
     # Stop cleanly on SIGTERM too, and on Ctrl-C even when started in the background (where
     # SIGINT arrives ignored): both unwind the `with` blocks below, which stop the servers.
     signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -56,9 +56,14 @@ class NaiveGenerateBackend:
     def has_prefix_cache(self) -> bool:
         return False
 
+    def clear_cache(self) -> None:
+        """Nothing is cached."""
+
     def sample(
-        self, prompts: Sequence[Sequence[int]], *, n: int, params: SamplingParams
+        self, prompts: Sequence[Sequence[int]], *, n: int, params: SamplingParams,
+        stats: EngineStats | None = None,
     ) -> list[list[Sample]]:
+        before = self.stats.snapshot()
         seed = params.seed if params.seed is not None else 0
         keys = stream_keys(seed, len(prompts), n)
         stops = sorted({*params.stop_token_ids, *self._eos})
@@ -103,9 +108,12 @@ class NaiveGenerateBackend:
                 self.stats.prompt_tokens += len(prompt)
             out.append(group)
         self.stats.calls += 1
+        if stats is not None:
+            stats.add(self.stats.minus(before))
         return out
 
-    def score(self, requests: Sequence[ScoreRequest]) -> list[TokenScores]:
+    def score(self, requests: Sequence[ScoreRequest], *, stats: EngineStats | None = None) -> list[TokenScores]:
+        before = self.stats.snapshot()
         out = []
         for req in requests:
             cont = list(req.continuation_ids)
@@ -128,4 +136,6 @@ class NaiveGenerateBackend:
             self.stats.computed_tokens += len(req.prefix_ids) + len(cont) - 1
             self.stats.prompt_tokens += len(req.prefix_ids)
         self.stats.calls += 1
+        if stats is not None:
+            stats.add(self.stats.minus(before))
         return out

@@ -1,7 +1,8 @@
 """The prefix cache measured: TransformersBackend's radix cache vs recomputing, side by side.
 
-    ttsearch bench prefix-cache --json               # the full run (~3 min on a loaded 2-core box)
-    ttsearch bench prefix-cache --quick --json       # tiny models, short episodes (a smoke run)
+    result = measure(BenchConfig(), threads=1)       # the full run (~3 min on a loaded 2-core box)
+    result = measure(QUICK, threads=1)               # tiny models, short episodes (a smoke run)
+    # the command: ttsearch bench prefix-cache [--quick] --json   (benchmarks/cli/bench_prefix_cache_cmd.py)
 
 One run, one JSON object:
 
@@ -30,14 +31,19 @@ the setting to use on a loaded machine; idle cores can take more.
 
 from __future__ import annotations
 
-import argparse
-import json
+import gc
 import os
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+import torch
+
+from ttsearch.agents.base import ScoreRequest
+from ttsearch.agents.engines.transformers.backend import TransformersBackend
 from ttsearch.benchmarks.perf.prefix_cache_beam import beam_part, clock, progress, rss_bytes, since
-from ttsearch.envs.errors import ConfigError
+from ttsearch.envs.maze.env import SYSTEM_PROMPT
+from ttsearch.envs.maze.layout import describe, generate_layout
+from ttsearch.training.tiny_model import make_model, train_tokenizer
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,34 +80,6 @@ QUICK = BenchConfig(
 )
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument(
-        "--quick", action="store_true", help="a small, fast configuration (smoke run)"
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch intra-op threads (default 1: on a shared machine more threads only wait for each other)",
-    )
-    parser.add_argument(
-        "--budget-mb",
-        type=float,
-        default=None,
-        help="cache budget per engine in the beam episodes (default 12)",
-    )
-    parser.add_argument(
-        "--no-generate", action="store_true", help="skip the naive model.generate baseline"
-    )
-    parser.add_argument(
-        "--mlp",
-        type=int,
-        default=None,
-        help="MLP width of the models (default 3072; hidden is 256)",
-    )
-
-
 def scoring_sweep(model: Any, vocab: int, cfg: BenchConfig) -> list[dict[str, Any]]:
     """(a): per (prefix length, K), the cached ``score`` call vs K plain full forwards.
 
@@ -110,10 +88,6 @@ def scoring_sweep(model: Any, vocab: int, cfg: BenchConfig) -> list[dict[str, An
     cached call, ``uncached_s`` K times the median forward (``uncached_sum_s``: their actual
     sum). Every uncached log-prob is compared with the cached one for the same candidate.
     """
-    import torch
-
-    from ttsearch.agents.base import ScoreRequest
-    from ttsearch.agents.engines.transformers.backend import TransformersBackend
 
     gen = torch.Generator().manual_seed(cfg.seed)
     rand = lambda n: tuple(torch.randint(0, vocab, (n,), generator=gen).tolist())  # noqa: E731
@@ -170,10 +144,8 @@ def _median(values: list[float]) -> float:
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
-def _tokenizer():
-    from ttsearch.envs.maze.env import SYSTEM_PROMPT, describe, generate_layout
-    from ttsearch.training.tiny_model import train_tokenizer
-
+def bench_tokenizer():
+    """The bench models' tokenizer, trained on maze text (and a sensor-log filler for long prompts)."""
     texts = [SYSTEM_PROMPT] * 5
     for seed in range(40):
         layout = generate_layout(seed)
@@ -188,9 +160,6 @@ def _tokenizer():
 def _warm_up(tok: Any, cfg: BenchConfig) -> None:
     """Run every code path once (engines, generate, search, scorers) on a tiny model, so that
     one-time imports and allocations are neither timed nor counted as memory growth."""
-    import gc
-
-    from ttsearch.training.tiny_model import make_model
 
     model = make_model(tok, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=32)
     tiny = replace(QUICK, maze_steps=1, long_steps=1, briefing_words=5)
@@ -199,22 +168,18 @@ def _warm_up(tok: Any, cfg: BenchConfig) -> None:
     gc.collect()
 
 
+def model_shape(cfg: BenchConfig) -> dict[str, int]:
+    """``make_model`` arguments of the bench's random float32 Qwen2-style models."""
+    return dict(hidden_size=cfg.hidden, num_layers=cfg.layers, num_heads=cfg.heads,
+                intermediate_size=cfg.mlp, max_position_embeddings=4096)
+
+
 def measure(cfg: BenchConfig, *, threads: int, generate: bool = True) -> dict[str, Any]:
-    import torch
-
-    from ttsearch.training.tiny_model import make_model
-
     torch.set_num_threads(threads)
     load_before = os.getloadavg()
     start = clock()
-    tok = _tokenizer()
-    shape = dict(
-        hidden_size=cfg.hidden,
-        num_layers=cfg.layers,
-        num_heads=cfg.heads,
-        intermediate_size=cfg.mlp,
-        max_position_embeddings=4096,
-    )
+    tok = bench_tokenizer()
+    shape = model_shape(cfg)
     progress("warming up")
     _warm_up(tok, cfg)
     rss_base = rss_bytes()  # libraries loaded and warmed, no models yet
@@ -271,36 +236,3 @@ def measure(cfg: BenchConfig, *, threads: int, generate: bool = True) -> dict[st
         "total_wall_s": wall,
         "total_cpu_s": cpu,
     }
-
-
-def main(args: argparse.Namespace) -> int:
-    if args.threads < 1:
-        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
-    cfg = QUICK if args.quick else BenchConfig()
-    if args.budget_mb is not None:
-        if args.budget_mb <= 0:
-            raise ConfigError(f"--budget-mb must be > 0, got {args.budget_mb}")
-        cfg = replace(cfg, budget_mb=args.budget_mb)
-    if args.mlp is not None:
-        if args.mlp < 1:
-            raise ConfigError(f"--mlp must be >= 1, got {args.mlp}")
-        cfg = replace(cfg, mlp=args.mlp)
-    result = measure(cfg, threads=args.threads, generate=not args.no_generate)
-    if args.json:
-        print(json.dumps(result, indent=2))
-        return 0
-    print(
-        f"scoring (cached vs full recompute per candidate), load {result['machine']['load_before']}"
-    )
-    for r in result["scoring"]:
-        print(
-            f"  prefix {r['prefix_len']:5d}  K={r['k']:2d}  cached {r['cached_s']:.4f}s  uncached "
-            f"{r['uncached_s']:.3f}s  ratio {r['ratio']:.4f}  ideal {r['ideal_ratio']:.4f}"
-        )
-    b = result["beam"]
-    print(
-        f"beam: {b['speedup_vs_uncached']:.2f}x vs uncached, {b['speedup_vs_generate'] or float('nan'):.2f}x vs "
-        f"generate, overhead {b['overhead_frac']:.1%}, same results: {b['same_results']}"
-    )
-    print(f"targets: {result['targets']}")
-    return 0

@@ -14,9 +14,18 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
+
+from ttsearch.agents import Agent, ModelPair, SamplingParams
+from ttsearch.agents.engines.transformers.backend import TransformersBackend
+from ttsearch.benchmarks.perf.naive_generate import NaiveGenerateBackend
+from ttsearch.envs.base import Env, Observation, StepResult, Task
+from ttsearch.envs.maze.env import SYSTEM_PROMPT, SlipperyMaze
+from ttsearch.scorers import make_scorer
+from ttsearch.search import Beam, Budget
 
 if TYPE_CHECKING:
     from ttsearch.benchmarks.perf.prefix_cache import BenchConfig
@@ -41,9 +50,6 @@ def since(start: tuple[float, float]) -> tuple[float, float]:
 
 # -- (a) scoring K candidates after a prefix --------------------------------------------------
 def briefing_maze_class():
-    from ttsearch.envs.base import Env, Observation, StepResult
-    from ttsearch.envs.maze.env import SYSTEM_PROMPT, SlipperyMaze
-
     words = (
         "sensor",
         "reading",
@@ -130,8 +136,6 @@ class RssSampler:
     """Peak resident memory of this process, sampled every few milliseconds in a thread."""
 
     def __init__(self, every: float = 0.005):
-        import threading
-
         self.peak, self._stop, self._every = rss_bytes(), threading.Event(), every
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -158,8 +162,6 @@ def run_episode(
     agent: Any, env_factory: Any, task: Any, cfg: BenchConfig, steps: int, models: list[Any]
 ) -> dict[str, Any]:
     """One beam-search episode; its result, wall/CPU time and time inside forward passes."""
-    from ttsearch.scorers import make_scorer
-    from ttsearch.search import Beam, Budget
 
     beam = Beam(width=cfg.width, expand=cfg.expand, seed=cfg.seed, max_steps=steps)
     forwards = ForwardClock(models)
@@ -198,108 +200,81 @@ def _same(a: dict[str, Any], b: dict[str, Any], tol: float = 1e-4) -> bool:
     )
 
 
+def _engines(kind: str, policy: Any, reference: Any, budget: int) -> tuple[Any, Any]:
+    """The two engines of one kind: naive ``generate``, uncached or cached TransformersBackends."""
+    if kind == "generate":
+        return NaiveGenerateBackend(policy), NaiveGenerateBackend(reference)
+    size = budget if kind == "cached" else 0
+    return (TransformersBackend(policy, name="policy", cache_bytes=size),
+            TransformersBackend(reference, name="reference", cache_bytes=size))
+
+
+def _note_memory(memory: dict[str, Any], kind: str, pol: Any, ref: Any, rss_peak: int) -> None:
+    """Fold one episode's memory figures into ``memory`` (maxima over the episodes)."""
+    memory["rss_peak_bytes"][kind] = max(memory["rss_peak_bytes"].get(kind, 0), rss_peak)
+    if kind == "cached":
+        memory["tree_peak_bytes"] = max(memory["tree_peak_bytes"], pol.cache.peak_bytes, ref.cache.peak_bytes)
+        memory["tree_bytes_after_calls_max"] = max(memory["tree_bytes_after_calls_max"], pol.stats.cache_bytes,
+                                                   ref.stats.cache_bytes)
+    if kind != "generate":
+        memory["workspace_bytes"] = max(memory["workspace_bytes"],
+                                        pol.runner.workspace_bytes + ref.runner.workspace_bytes)
+
+
 def beam_part(
     tok: Any, policy: Any, reference: Any, cfg: BenchConfig, *, generate: bool, quiet: bool = False
 ) -> tuple[dict, dict]:
     """Beam episodes on both envs with each engine kind; (beam summary, memory figures)."""
-    from ttsearch.agents import Agent, ModelPair, SamplingParams
-    from ttsearch.agents.engines.transformers.backend import TransformersBackend
-    from ttsearch.benchmarks.perf.naive_generate import NaiveGenerateBackend
-    from ttsearch.envs.base import Task
-    from ttsearch.envs.maze.env import SlipperyMaze
-
     budget = int(cfg.budget_mb * 2**20)
     briefing_maze = briefing_maze_class()
     envs = {
         "maze": (lambda: SlipperyMaze(3, max_steps=cfg.maze_steps), cfg.maze_steps),
-        "long_context": (
-            lambda: briefing_maze(3, max_steps=cfg.long_steps, briefing_words=cfg.briefing_words),
-            cfg.long_steps,
-        ),
+        "long_context": (lambda: briefing_maze(3, max_steps=cfg.long_steps, briefing_words=cfg.briefing_words),
+                         cfg.long_steps),
     }
     sampling = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=1.0)
-
-    def engines(kind: str):
-        if kind == "generate":
-            return NaiveGenerateBackend(policy), NaiveGenerateBackend(reference)
-        size = budget if kind == "cached" else 0
-        return (
-            TransformersBackend(policy, name="policy", cache_bytes=size),
-            TransformersBackend(reference, name="reference", cache_bytes=size),
-        )
-
     episodes: dict[str, dict[str, Any]] = {}
-    memory: dict[str, Any] = {
-        "budget_bytes_per_engine": budget,
-        "tree_peak_bytes": 0,
-        "tree_bytes_after_calls_max": 0,
-        "workspace_bytes": 0,
-        "rss_peak_bytes": {},
-    }
+    memory: dict[str, Any] = {"budget_bytes_per_engine": budget, "tree_peak_bytes": 0,
+                              "tree_bytes_after_calls_max": 0, "workspace_bytes": 0, "rss_peak_bytes": {}}
     # uncached first: the cached run's extra resident memory over it is then what the cache costs
     kinds = ["uncached", "cached"] + (["generate"] if generate else [])
     for kind in kinds:
         for name, (factory, steps) in envs.items():
             if not quiet:
                 progress(f"beam episode: {name}, {kind}")
-            pol, ref = engines(kind)
+            pol, ref = _engines(kind, policy, reference, budget)
             agent = Agent(ModelPair(pol, ref, tok), sampling=sampling)
             with RssSampler() as sampler:
-                out = run_episode(
-                    agent, factory, Task(name, "bench", seed=0), cfg, steps, [policy, reference]
-                )
-            memory["rss_peak_bytes"][kind] = max(
-                memory["rss_peak_bytes"].get(kind, 0), sampler.peak
-            )
+                out = run_episode(agent, factory, Task(name, "bench", seed=0), cfg, steps, [policy, reference])
             if kind == "cached":
                 out["policy_stats"], out["reference_stats"] = asdict(pol.stats), asdict(ref.stats)
-                memory["tree_peak_bytes"] = max(
-                    memory["tree_peak_bytes"], pol.cache.peak_bytes, ref.cache.peak_bytes
-                )
-                memory["tree_bytes_after_calls_max"] = max(
-                    memory["tree_bytes_after_calls_max"],
-                    pol.stats.cache_bytes,
-                    ref.stats.cache_bytes,
-                )
-            if kind != "generate":
-                memory["workspace_bytes"] = max(
-                    memory["workspace_bytes"],
-                    pol.runner.workspace_bytes + ref.runner.workspace_bytes,
-                )
+            _note_memory(memory, kind, pol, ref, sampler.peak)
             episodes.setdefault(name, {})[kind] = out
-    total = {kind: sum(episodes[name][kind]["wall_s"] for name in envs) for kind in kinds}
-    fwd = sum(episodes[name]["cached"]["forward_s"] for name in envs)
-    beam = {
+    return _summarize_beam(episodes, kinds, cfg, {name: steps for name, (_, steps) in envs.items()}), memory
+
+
+def _summarize_beam(episodes: dict[str, dict[str, Any]], kinds: list[str], cfg: BenchConfig,
+                    steps: dict[str, int]) -> dict[str, Any]:
+    names = list(episodes)
+    total = {kind: sum(episodes[name][kind]["wall_s"] for name in names) for kind in kinds}
+    fwd = sum(episodes[name]["cached"]["forward_s"] for name in names)
+    return {
         "speedup_vs_uncached": total["uncached"] / total["cached"],
-        "speedup_vs_generate": total["generate"] / total["cached"] if generate else None,
+        "speedup_vs_generate": total["generate"] / total["cached"] if "generate" in kinds else None,
         "overhead_frac": 1.0 - fwd / total["cached"],
-        "overhead_frac_cpu": 1.0
-        - sum(episodes[n]["cached"]["forward_cpu_s"] for n in envs)
-        / sum(episodes[n]["cached"]["cpu_s"] for n in envs),
-        "same_results": all(
-            _same(episodes[n]["cached"], episodes[n][k]) for n in envs for k in kinds
-        ),
+        "overhead_frac_cpu": 1.0 - sum(episodes[n]["cached"]["forward_cpu_s"] for n in names)
+        / sum(episodes[n]["cached"]["cpu_s"] for n in names),
+        "same_results": all(_same(episodes[n]["cached"], episodes[n][k]) for n in names for k in kinds),
         "wall_s": total,
-        "cpu_s": {kind: sum(episodes[name][kind]["cpu_s"] for name in envs) for kind in kinds},
-        "settings": {
-            "width": cfg.width,
-            "expand": cfg.expand,
-            "max_new_tokens": cfg.max_new_tokens,
-            "steps": {name: steps for name, (_, steps) in envs.items()},
-        },
+        "cpu_s": {kind: sum(episodes[name][kind]["cpu_s"] for name in names) for kind in kinds},
+        "settings": {"width": cfg.width, "expand": cfg.expand, "max_new_tokens": cfg.max_new_tokens, "steps": steps},
         "episodes": {
-            name: {
-                **{kind: _brief(ep) for kind, ep in per.items()},
-                **{
-                    f"speedup_vs_{kind}": per[kind]["wall_s"] / per["cached"]["wall_s"]
-                    for kind in kinds
-                    if kind != "cached"
-                },
-            }
+            name: {**{kind: _brief(ep) for kind, ep in per.items()},
+                   **{f"speedup_vs_{kind}": per[kind]["wall_s"] / per["cached"]["wall_s"]
+                      for kind in kinds if kind != "cached"}}
             for name, per in episodes.items()
         },
     }
-    return beam, memory
 
 
 def _brief(ep: dict[str, Any]) -> dict[str, Any]:

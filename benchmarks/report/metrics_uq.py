@@ -22,42 +22,26 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from scipy.stats import rankdata, spearmanr
+from sklearn.metrics import average_precision_score, roc_curve
 
 from ttsearch.envs.errors import ConfigError, unknown_choice
+from ttsearch.scorers.metrics import auroc, finite_pairs
 
 MAPPINGS = ("auto", "identity", "minmax", "rank")
 
 
-def _clean(scores: Sequence[float | None], *others: Sequence[float]) -> tuple[np.ndarray, ...]:
-    values = np.array([np.nan if s is None else float(s) for s in scores], dtype=float)
-    for other in others:
-        if len(other) != len(values):
-            raise ConfigError(f"every input needs one entry per trajectory ({len(values)} scores, {len(other)} others)")
-    keep = np.isfinite(values)
-    return (values[keep], *(np.asarray(o, dtype=float)[keep] for o in others))
-
-
-def auroc(scores: Sequence[float], success: Sequence[bool]) -> float | None:
-    """Area under the ROC curve of ``scores`` for ``success``; None with one class only."""
-    from sklearn.metrics import roc_auc_score
-
-    s, y = _clean(scores, success)
-    return float(roc_auc_score(y >= 1, s)) if len(set(y >= 1)) == 2 else None
-
-
 def auprc(scores: Sequence[float], success: Sequence[bool]) -> float | None:
     """Average precision of ``scores`` for ``success``; None with one class only."""
-    from sklearn.metrics import average_precision_score
 
-    s, y = _clean(scores, success)
+    s, y = finite_pairs(scores, success)
     return float(average_precision_score(y >= 1, s)) if len(set(y >= 1)) == 2 else None
 
 
 def spearman(scores: Sequence[float], rewards: Sequence[float]) -> float | None:
     """Spearman's ρ of score vs reward; None when either is constant (or fewer than 2 points)."""
-    from scipy.stats import spearmanr
 
-    s, r = _clean(scores, rewards)
+    s, r = finite_pairs(scores, rewards)
     if len(s) < 2 or np.ptp(s) == 0 or np.ptp(r) == 0:
         return None
     return float(spearmanr(s, r).statistic)
@@ -75,7 +59,6 @@ def to_unit_interval(scores: Sequence[float], mapping: str = "auto") -> tuple[np
             raise ConfigError("calibration mapping 'identity' needs scores in [0, 1]; use 'minmax' or 'rank'")
         return s, mapping
     if mapping == "rank":
-        from scipy.stats import rankdata
 
         return ((rankdata(s) - 1) / (s.size - 1) if s.size > 1 else np.full(s.size, 0.5)), mapping
     span = np.ptp(s) if s.size else 0.0
@@ -109,9 +92,8 @@ def ece(probs: Sequence[float], success: Sequence[bool], n_bins: int = 10) -> fl
 
 def roc_points(scores: Sequence[float], success: Sequence[bool]) -> tuple[list[float], list[float]] | None:
     """(false-positive rates, true-positive rates) for a ROC plot; None with one class only."""
-    from sklearn.metrics import roc_curve
 
-    s, y = _clean(scores, success)
+    s, y = finite_pairs(scores, success)
     if len(set(y >= 1)) < 2:
         return None
     fpr, tpr, _ = roc_curve(y >= 1, s)
@@ -121,7 +103,7 @@ def roc_points(scores: Sequence[float], success: Sequence[bool]) -> tuple[list[f
 def uq_metrics(scores: Sequence[float | None], success: Sequence[bool], rewards: Sequence[float], *,
                n_bins: int = 10, mapping: str = "auto") -> dict[str, Any]:
     """All UQ metrics of one scorer over a pool of trajectories, with notes on undefined ones."""
-    s, y, r = _clean(scores, success, rewards)
+    s, y, r = finite_pairs(scores, success, rewards)
     notes = []
     if len(s) < len(scores):
         notes.append(f"{len(scores) - len(s)} trajectories without a score were left out")

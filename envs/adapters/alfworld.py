@@ -24,13 +24,14 @@ Branching: replay (``deterministic = True``; the PDDL engine has no copy).
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ttsearch.envs.adapters.base import AdapterEnv, Outcome, normalize_command
+from ttsearch.envs.adapters.base import AdapterEnv, Outcome, cache_root, normalize_command
 from ttsearch.envs.base import Task
 from ttsearch.envs.errors import ConfigError, EnvError
 
@@ -63,8 +64,8 @@ def list_games(data_dir: str | Path, task_types: Sequence[str] = TASK_TYPES) -> 
 
 def build_game_file(folder: Path, out_dir: Path) -> Path:
     """``game.tw-pddl`` for a trial that only has ``initial_state.pddl`` + ``traj_data.json``."""
-    import importlib.resources
 
+    # optional benchmark dependency (make benchmarks): imported when the adapter is used
     import alfworld.gen.goal_library as glib
 
     traj = json.loads((folder / "traj_data.json").read_text())
@@ -98,7 +99,6 @@ class ALFWorldEnv(AdapterEnv):
         self.games = list_games(self.data_dir, task_types)
         if not self.games:
             raise EnvError(f"no playable ALFWorld games under {self.data_dir}")
-        from ttsearch.envs.adapters.base import cache_root
 
         self.cache_dir = Path(cache_dir) if cache_dir else cache_root() / "alfworld"
         self._env: Any = None
@@ -126,6 +126,7 @@ class ALFWorldEnv(AdapterEnv):
 
     def _start(self, seed: int) -> Outcome:
         try:
+            # optional benchmark dependency (make benchmarks): imported when the adapter is used
             import textworld
             from alfworld.agents.environment.alfred_tw_env import AlfredDemangler
         except ModuleNotFoundError as err:

@@ -234,8 +234,3 @@ def exact_increment(acc: float, target: float) -> float:
             return r
         r = math.nextafter(r, math.inf if total < target else -math.inf)
     return target - acc
-
-
-def gold_or_none(actions: Sequence[str] | None) -> list[str] | None:
-    """A defensive copy of a gold path (``None`` when there is none)."""
-    return None if actions is None else [str(a) for a in actions]

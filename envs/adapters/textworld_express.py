@@ -57,6 +57,7 @@ class TextWorldExpressEnv(AdapterEnv):
     def _backend(self) -> Any:
         if self._twx is None:
             try:
+                # optional benchmark dependency (make benchmarks): imported when the adapter is used
                 from textworld_express import TextWorldExpressEnv as Twx
             except ModuleNotFoundError as err:
                 raise EnvError(f"{err}; install it with: pip install 'ttsearch[benchmarks]'") from err

@@ -69,6 +69,7 @@ class ToolCallingEnv(Env):
         if step_timeout_s is not None and step_timeout_s <= 0:
             raise ConfigError(f"step_timeout_s must be > 0 (or None), got {step_timeout_s}")
         self.max_turns = max_turns
+        self.max_steps = max_turns  # the Env contract's name for the turn limit
         self.step_timeout_s = step_timeout_s
         self._turns = 0
         self._done = True

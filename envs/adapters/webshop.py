@@ -130,6 +130,7 @@ def _content_words(text: str) -> set[str]:
 
 def get_reward(product: dict[str, Any], goal: dict[str, Any], price: float, options: dict[str, str]) -> tuple[float, dict[str, Any]]:
     """WebShop's purchase reward (see the module docstring for the two approximations)."""
+    # optional benchmark dependency (make benchmarks): imported when the adapter is used
     from rapidfuzz import fuzz
 
     query_match = product["query"] == goal["query"]

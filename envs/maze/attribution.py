@@ -37,7 +37,8 @@ from typing import Any
 import numpy as np
 
 from ttsearch.envs.errors import EnvError
-from ttsearch.envs.maze.env import ACTIONS, Layout, SlipperyMaze
+from ttsearch.envs.maze.env import SlipperyMaze
+from ttsearch.envs.maze.layout import ACTIONS, Layout
 from ttsearch.envs.maze.solver import build_model
 
 DIFFICULTY_THRESHOLDS: tuple[tuple[str, float], ...] = (("easy", 0.99), ("medium", 0.95), ("hard", 0.0))

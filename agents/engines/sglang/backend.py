@@ -7,7 +7,7 @@
     engine = SGLangBackend.in_process("runs/pair/policy")          # sglang.Engine, no HTTP
 
 Token ids in, token ids and log-probs out; the HTTP and Engine transports share one request
-builder. Facts it relies on (SGLang 0.5.23, DESIGN §3, re-checked by tests/test_sglang_backend.py):
+builder. Facts it relies on (SGLang 0.5.23, docs/design.md, "Engines", re-checked by tests/test_sglang_backend.py):
 - Log-probs come as ``[logprob, token_id, text]``. The first input log-prob at
   ``logprob_start_len`` is always None, so scoring a continuation that starts at position ``p``
   asks ``logprob_start_len = p - 1``; the radix cache is reused only up to that position
@@ -28,6 +28,7 @@ builder. Facts it relies on (SGLang 0.5.23, DESIGN §3, re-checked by tests/test
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -85,6 +86,7 @@ class SGLangBackend:
         self._owns = _owns
         self.lora = lora
         self.stats = EngineStats()
+        self._stats_lock = threading.Lock()
         self.name = name or (f"sglang:{lora}" if lora else "sglang")
         info = _transport.server_info()
         self.seeded = bool(info.get("enable_deterministic_inference", False))
@@ -124,50 +126,11 @@ class SGLangBackend:
     @classmethod
     def in_process(cls, model_path: str | Path, *, name: str = "sglang-engine", **engine_args: Any):
         """An in-process ``sglang.Engine`` (no HTTP) with the same launch defaults as the server."""
-        import os
-        import sys
 
-        from ttsearch.agents.engines.sglang.server import (
-            CPU_DEFAULTS,
-            SERVER_SHIMS,
-            needs_torchvision_shim,
-            resolve_device,
-            runtime_env,
-            runtime_problem,
-        )
-
-        problem = runtime_problem()
-        if problem:
-            raise BackendError(problem)
-        device = resolve_device(engine_args.pop("device", "auto"))
-        # The engine's scheduler runs in spawned subprocesses: they read os.environ at start.
-        # PYTHONPATH (the torchvision stand-in) is restored once they run, so this process's
-        # later subprocesses do not see it; the SGLANG_* switches stay for sglang itself.
-        saved_pythonpath = os.environ.get("PYTHONPATH")
-        os.environ.update(runtime_env(device))
-        if device == "cpu" and needs_torchvision_shim():
-            # transformers caches "is torchvision available?" on first use: settle it (False)
-            # before the import-only stand-in becomes visible, so transformers never uses it.
-            from transformers.utils import import_utils
-
-            import_utils.is_torchvision_available()
-            if str(SERVER_SHIMS) not in sys.path:
-                sys.path.insert(0, str(SERVER_SHIMS))
-        defaults = dict(CPU_DEFAULTS) if device == "cpu" else {}
-        args = {**defaults, "random_seed": 0, "device": device, **engine_args}
-        import sglang
-
-        try:
-            engine = sglang.Engine(model_path=str(model_path), **args)
-        finally:
-            if saved_pythonpath is None:
-                os.environ.pop("PYTHONPATH", None)
-            else:
-                os.environ["PYTHONPATH"] = saved_pythonpath
         return cls(
             model_path,
             name=name,
-            _transport=EngineTransport(engine, str(model_path)),
+            _transport=EngineTransport.start(model_path, **engine_args),
             _owns=True,
             logprobs="server",
         )
@@ -201,6 +164,20 @@ class SGLangBackend:
     def has_prefix_cache(self) -> bool:
         return True
 
+    @property
+    def supports_full_logprobs(self) -> bool:
+        """False: SGLang returns top-k log-probs per position, never the whole row."""
+        return False
+
+    def _refuse_full_rows(self) -> None:
+        raise BackendError(f"{self.name}: SGLang returns top-k log-probs only, not whole log-prob rows "
+                           "(full_logprobs); an exact per-token KL needs the embedded engine "
+                           "(engine: {kind: transformers})")
+
+    def clear_cache(self) -> None:
+        """Flush the server's radix cache (SGLang refuses while requests are running)."""
+        self._transport.flush_cache()
+
     # -- requests --------------------------------------------------------------------------
     def _send(
         self,
@@ -208,6 +185,7 @@ class SGLangBackend:
         sampling: dict | list[dict],
         *,
         logprob_start: list[int] | int | None,
+        cost: EngineStats,
         top: list[int] | int = 0,
     ) -> list[dict]:
         """The one request builder (HTTP JSON body == Engine.generate kwargs)."""
@@ -230,21 +208,32 @@ class SGLangBackend:
                 )
             prompt = int(meta.get("prompt_tokens", 0))
             cached = int(meta.get("cached_tokens", 0))
-            self.stats.cached_tokens += cached
-            self.stats.computed_tokens += prompt - cached + int(meta.get("completion_tokens", 0))
+            cost.cached_tokens += cached
+            cost.computed_tokens += prompt - cached + int(meta.get("completion_tokens", 0))
         return out
 
-    def _warm(self, prefixes: list[tuple[int, ...]]) -> None:
+    def _charge(self, cost: EngineStats, meter: EngineStats | None) -> None:
+        """Add a call's cost to ``stats`` and to the caller's meter (calls may come from many
+        threads at once: SGLang batches concurrent requests itself)."""
+        with self._stats_lock:
+            self.stats.add(cost)
+            if meter is not None:
+                meter.add(cost)
+
+    def _warm(self, prefixes: list[tuple[int, ...]], cost: EngineStats) -> None:
         """Prefill each prefix once (no output) so the requests that share it hit the cache."""
         if prefixes:
-            self._send([list(p) for p in prefixes], {"max_new_tokens": 0}, logprob_start=None)
+            self._send([list(p) for p in prefixes], {"max_new_tokens": 0}, logprob_start=None, cost=cost)
 
     # -- sampling --------------------------------------------------------------------------
     def sample(
-        self, prompts: Sequence[Sequence[int]], *, n: int, params: SamplingParams
+        self, prompts: Sequence[Sequence[int]], *, n: int, params: SamplingParams,
+        stats: EngineStats | None = None,
     ) -> list[list[Sample]]:
         if n < 1:
             raise BackendError(f"n must be >= 1, got {n}")
+        if params.full_logprobs:
+            self._refuse_full_rows()
         prompts = [[int(t) for t in p] for p in prompts]
         if not prompts:
             return []
@@ -269,9 +258,10 @@ class SGLangBackend:
                 RuntimeWarning,
                 stacklevel=2,
             )
+        cost = EngineStats(calls=1)
         if seeded:  # every copy its own seed: duplicated requests after one prefix prefill
             if n > 1 or len(set(map(tuple, prompts))) < len(prompts):
-                self._warm(list(dict.fromkeys(map(tuple, prompts))))
+                self._warm(list(dict.fromkeys(map(tuple, prompts))), cost)
             ids = [p for p in prompts for _ in range(n)]
             sampling = [
                 {**base, "sampling_seed": _seed_for(params.seed, i, j)}
@@ -282,16 +272,16 @@ class SGLangBackend:
             ids, sampling = prompts, {**base, "n": n} if n > 1 else base
         # -1: output log-probs only (SGLang rejects a per-prompt list together with n > 1);
         # it does not limit prefix-cache reuse.
-        out = self._send(ids, sampling, logprob_start=-1, top=params.top_logprobs)
+        out = self._send(ids, sampling, logprob_start=-1, cost=cost, top=params.top_logprobs)
         if len(out) != len(prompts) * n:
             raise BackendError(f"{self.name}: expected {len(prompts) * n} outputs, got {len(out)}")
         samples = [self._to_sample(item, params.top_logprobs) for item in out]
         transformed = params.temperature not in (0.0, 1.0) or params.top_p < 1.0 or params.top_k
         if self._rescore and transformed:
-            samples = self._rescored(prompts, n, samples, params.top_logprobs)
-        self.stats.calls += 1
-        self.stats.prompt_tokens += n * sum(map(len, prompts))
-        self.stats.generated_tokens += sum(len(s.token_ids) for s in samples)
+            samples = self._rescored(prompts, n, samples, params.top_logprobs, cost)
+        cost.prompt_tokens += n * sum(map(len, prompts))
+        cost.generated_tokens += sum(len(s.token_ids) for s in samples)
+        self._charge(cost, stats)
         return [samples[i * n : (i + 1) * n] for i in range(len(prompts))]
 
     def _to_sample(self, item: dict, k: int) -> Sample:
@@ -313,11 +303,11 @@ class SGLangBackend:
             finish_reason="stop" if reason.get("type") == "stop" else "length",
         )
 
-    def _rescored(self, prompts, n, samples: list[Sample], k: int) -> list[Sample]:
+    def _rescored(self, prompts, n, samples: list[Sample], k: int, cost: EngineStats) -> list[Sample]:
         requests = [
             ScoreRequest(tuple(prompts[i // n]), s.token_ids, k) for i, s in enumerate(samples)
         ]
-        scores = self._score(requests, count=False)
+        scores = self._score(requests, cost=cost, count=False)
         return [
             Sample(s.token_ids, sc.logprobs, sc.top_logprobs, s.finish_reason)
             for s, sc in zip(samples, scores, strict=True)
@@ -327,16 +317,21 @@ class SGLangBackend:
         """Probe: does the server return temperature-scaled sample log-probs?"""
         prompt = [self._eos[0] if self._eos else 0] * 2
         probe = {"max_new_tokens": 1, "temperature": 0.5}
-        (sample,) = self._send([prompt], probe, logprob_start=-1)
+        (sample,) = self._send([prompt], probe, logprob_start=-1, cost=self.stats)
         token = int(sample["output_ids"][0])
-        scored = self._score([ScoreRequest(tuple(prompt), (token,))], count=False)[0].logprobs[0]
+        scored = self._score([ScoreRequest(tuple(prompt), (token,))], cost=self.stats, count=False)[0].logprobs[0]
         return abs(float(sample["meta_info"]["output_token_logprobs"][0][0]) - scored) > 1e-4
 
     # -- scoring ---------------------------------------------------------------------------
-    def score(self, requests: Sequence[ScoreRequest]) -> list[TokenScores]:
-        return self._score(requests, count=True)
+    def score(self, requests: Sequence[ScoreRequest], *, stats: EngineStats | None = None) -> list[TokenScores]:
+        cost = EngineStats(calls=1)
+        out = self._score(requests, cost=cost, count=True)
+        self._charge(cost, stats)
+        return out
 
-    def _score(self, requests: Sequence[ScoreRequest], *, count: bool) -> list[TokenScores]:
+    def _score(self, requests: Sequence[ScoreRequest], *, cost: EngineStats, count: bool) -> list[TokenScores]:
+        if any(req.full_logprobs for req in requests):
+            self._refuse_full_rows()
         results: list[TokenScores | None] = [None] * len(requests)
         active = []
         for i, req in enumerate(requests):
@@ -348,22 +343,20 @@ class SGLangBackend:
                 )
             else:
                 active.append(i)
-        if count:
-            self.stats.calls += 1
         if not active:
             return results  # type: ignore[return-value]
         prefixes = [tuple(int(t) for t in requests[i].prefix_ids) for i in active]
         seen: dict[tuple[int, ...], int] = {}
         for p in prefixes:
             seen[p] = seen.get(p, 0) + 1
-        self._warm([p for p, c in seen.items() if c > 1 and len(p) > 1])
+        self._warm([p for p, c in seen.items() if c > 1 and len(p) > 1], cost)
         ids = [
             list(p) + [int(t) for t in requests[i].continuation_ids]
             for p, i in zip(prefixes, active, strict=True)
         ]
         tops = [requests[i].top_logprobs for i in active]
         out = self._send(
-            ids, {"max_new_tokens": 0}, logprob_start=[len(p) - 1 for p in prefixes], top=tops
+            ids, {"max_new_tokens": 0}, logprob_start=[len(p) - 1 for p in prefixes], cost=cost, top=tops
         )
         for slot, item, req in zip(active, out, (requests[i] for i in active), strict=True):
             meta = item["meta_info"]
@@ -381,8 +374,8 @@ class SGLangBackend:
                 )
             results[slot] = TokenScores(tuple(float(e[0]) for e in entries), top)
         if count:
-            self.stats.prompt_tokens += sum(map(len, prefixes))
-            self.stats.scored_tokens += sum(len(requests[i].continuation_ids) for i in active)
+            cost.prompt_tokens += sum(map(len, prefixes))
+            cost.scored_tokens += sum(len(requests[i].continuation_ids) for i in active)
         return results  # type: ignore[return-value]
 
     def __repr__(self) -> str:

@@ -2,13 +2,13 @@
 
     cfg = ServerConfig(model_path="runs/pair/policy")          # device="auto": CPU flags if no GPU
     with SGLangServer(cfg, run_dir="runs/sglang") as server:   # waits for /health, logs to a file
-        backend = SGLangBackend.connect(server)                # or SGLangBackend(server.url)
+        backend = SGLangBackend(server)                        # or SGLangBackend(server.url)
         ...
     # leaving the block (normally, on an exception or on Ctrl-C) kills the whole process group
 
     SGLangServer.connect("http://127.0.0.1:30000")             # a server someone else runs
 
-Workers behind a data-parallel router (cache-aware routing; DESIGN §3 "Distributed"):
+Workers behind a data-parallel router (cache-aware routing; docs/design.md, "Engines"):
 
     with SGLangServer(cfg, run_dir=d, name="w0") as w0, SGLangServer(cfg, run_dir=d, name="w1") as w1:
         with SGLangRouter([w0.url, w1.url], run_dir=d) as router:
@@ -17,14 +17,15 @@ Workers behind a data-parallel router (cache-aware routing; DESIGN §3 "Distribu
 Launch servers from a long-lived thread (e.g. the main one): a server is stopped when the
 thread that started it exits (a parent-death signal, so a crashed caller leaves none behind).
 
-On a CPU-only machine the server needs the runtime that ``make sglang-cpu``
-(``agents/engines/sglang/support/setup_cpu.sh``) installs; :func:`runtime_problem` says what is missing.
-The CPU launch flags and environment are those measured in DESIGN §3.
+On a CPU-only machine the server needs the runtime that ``make sglang-cpu`` installs
+(``runtime.py`` says what is missing and sets up the processes' environment).
 """
 
 from __future__ import annotations
 
 import atexit
+import ctypes
+import importlib.util
 import json
 import os
 import signal
@@ -39,67 +40,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ttsearch.envs.errors import BackendError, ConfigError, unknown_choice
-
-SUPPORT_DIR = Path(__file__).resolve().parent / "support"
-SERVER_SHIMS = SUPPORT_DIR / "server_shims"  # torchvision stand-in: SGLang processes only
-SGL_KERNEL_STANDIN = SUPPORT_DIR / "sgl_kernel_cpu"
-SETUP_HINT = "run `make sglang-cpu` (agents/engines/sglang/support/setup_cpu.sh) to install the CPU runtime"
-DEVICES = ("auto", "cpu", "cuda")
-CPU_DEFAULTS = {"attention_backend": "torch_native", "dtype": "float32", "max_total_tokens": 16384}
-
-
-def runtime_problem() -> str | None:
-    """None when this interpreter can run SGLang, else one line saying what is missing and the fix."""
-    import importlib.util
-
-    missing = [m for m in ("sglang", "sgl_kernel", "triton") if importlib.util.find_spec(m) is None]
-    if missing:
-        return f"SGLang runtime incomplete (missing: {', '.join(missing)}); {SETUP_HINT}"
-    return None
-
-
-def resolve_device(device: str) -> str:
-    if device not in DEVICES:
-        raise ConfigError(unknown_choice("device", device, DEVICES))
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def runtime_env(device: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Environment for an SGLang process on ``device`` (``base`` defaults to ``os.environ``).
-
-    Always: ``SGLANG_RETURN_ORIGINAL_LOGPROB=1``, so returned log-probs are the model's own
-    (temperature 1) whatever the sampling temperature (SGLang's default scales them; DESIGN §3).
-    CPU: ``SGLANG_USE_CPU_ENGINE=1`` and the torchvision stand-in on ``PYTHONPATH``.
-    """
-    env = dict(os.environ if base is None else base)
-    env["SGLANG_RETURN_ORIGINAL_LOGPROB"] = "1"
-    if device == "cpu":
-        import importlib.util
-
-        env["SGLANG_USE_CPU_ENGINE"] = "1"
-        paths = [str(SERVER_SHIMS)] if needs_torchvision_shim() else []
-        if importlib.util.find_spec("sgl_kernel") is None:  # not installed: use it in place
-            paths.append(str(SGL_KERNEL_STANDIN))
-        if env.get("PYTHONPATH"):
-            paths.append(env["PYTHONPATH"])
-        env["PYTHONPATH"] = os.pathsep.join(paths)
-    return env
-
-
-def needs_torchvision_shim() -> bool:
-    """True when no real torchvision is installed (a real one, if present, is left alone).
-
-    Our own stand-in does not count: an in-process Engine puts it on this process's path, and
-    servers launched afterwards still need it on theirs."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("torchvision")
-    return spec is None or Path(spec.origin or "").resolve().is_relative_to(SERVER_SHIMS.resolve())
+from ttsearch.agents.engines.sglang.runtime import (
+    CPU_DEFAULTS,
+    SETUP_HINT,
+    resolve_device,
+    runtime_env,
+    runtime_problem,
+)
+from ttsearch.envs.errors import BackendError, ConfigError
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -158,7 +106,6 @@ def _parent_death_signal() -> None:  # runs in the child before exec (Linux only
     # Linux sends the signal when the *thread* that forked the child exits, not the process:
     # launch servers from a long-lived thread (the main one), never from a short-lived pool.
     try:
-        import ctypes
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:
@@ -365,7 +312,6 @@ class SGLangRouter(ServerHandle):
         python: str = sys.executable,
         startup_timeout_s: float = 120.0,
     ):
-        import importlib.util
 
         super().__init__(name, run_dir, startup_timeout_s)
         if not worker_urls:

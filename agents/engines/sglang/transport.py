@@ -11,6 +11,8 @@ also how the router balances them over its workers.
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -19,6 +21,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from ttsearch.agents.engines.sglang.runtime import (
+    CPU_DEFAULTS,
+    SERVER_SHIMS,
+    needs_torchvision_shim,
+    resolve_device,
+    runtime_env,
+    runtime_problem,
+)
 from ttsearch.agents.engines.sglang.server import ServerHandle, get_json
 from ttsearch.envs.errors import BackendError
 
@@ -87,6 +97,15 @@ class HTTPTransport:
     def server_info(self) -> dict:
         return get_json(self.handle.url + "/get_server_info")
 
+    def flush_cache(self) -> None:
+        request = urllib.request.Request(self.handle.url + "/flush_cache", data=b"", method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s):  # noqa: S310
+                pass
+        except (urllib.error.URLError, OSError) as err:
+            raise BackendError(f"{self.handle.name}: could not flush the prefix cache at "
+                               f"{self.handle.url} ({getattr(err, 'reason', err)})") from err
+
     def model_path(self) -> str:
         return str(get_json(self.handle.url + "/get_model_info").get("model_path", ""))
 
@@ -99,6 +118,40 @@ class EngineTransport:
 
     def __init__(self, engine: Any, model_path: str):
         self.engine, self._model_path = engine, model_path
+
+    @classmethod
+    def start(cls, model_path: str | Path, **engine_args: Any) -> EngineTransport:
+        """Start an ``sglang.Engine`` with the server's launch defaults (CPU flags without a GPU)."""
+        problem = runtime_problem()
+        if problem:
+            raise BackendError(problem)
+        device = resolve_device(engine_args.pop("device", "auto"))
+        # The engine's scheduler runs in spawned subprocesses: they read os.environ at start.
+        # PYTHONPATH (the torchvision stand-in) is restored once they run, so this process's
+        # later subprocesses do not see it; the SGLANG_* switches stay for sglang itself.
+        saved_pythonpath = os.environ.get("PYTHONPATH")
+        os.environ.update(runtime_env(device))
+        if device == "cpu" and needs_torchvision_shim():
+            # transformers caches "is torchvision available?" on first use: settle it (False)
+            # before the import-only stand-in becomes visible, so transformers never uses it.
+            from transformers.utils import import_utils
+
+            import_utils.is_torchvision_available()
+            if str(SERVER_SHIMS) not in sys.path:
+                sys.path.insert(0, str(SERVER_SHIMS))
+        defaults = dict(CPU_DEFAULTS) if device == "cpu" else {}
+        args = {**defaults, "random_seed": 0, "device": device, **engine_args}
+        # sglang: only the in-process engine needs it (servers run in their own processes)
+        import sglang
+
+        try:
+            engine = sglang.Engine(model_path=str(model_path), **args)
+        finally:
+            if saved_pythonpath is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = saved_pythonpath
+        return cls(engine, str(model_path))
 
     def generate(self, payload: dict) -> Any:
         try:
@@ -117,6 +170,9 @@ class EngineTransport:
 
     def model_path(self) -> str:
         return self._model_path
+
+    def flush_cache(self) -> None:
+        self.engine.flush_cache()
 
     def close(self) -> None:
         self.engine.shutdown()
@@ -153,6 +209,7 @@ def _error_message(body: bytes) -> str:
 
 def read_eos_token_ids(model_path: str | Path) -> tuple[int, ...]:
     """EOS ids of a local model folder: generation config, model config, then tokenizer."""
+    # transformers: only to read a model folder's config
     from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
     found: list[int] = []
@@ -174,6 +231,7 @@ def read_eos_token_ids(model_path: str | Path) -> tuple[int, ...]:
 
 
 def read_vocab_size(model_path: str | Path) -> int | None:
+    # transformers: only to read a model folder's config
     from transformers import AutoConfig
 
     size = getattr(AutoConfig.from_pretrained(model_path), "vocab_size", None)
