@@ -155,12 +155,18 @@ def test_turn_classes_partition_all_turns_and_token_targets_are_the_kl_improveme
         np.testing.assert_allclose(t1[s, 2] * t2[s, 0, 1] / (p1[s, 2] * p2[s, 0, 1]), ratio_noop, atol=big)
 
 
-def test_rollout_values_match_exact_soft_policy_evaluation_with_invalid_variants():
+@pytest.mark.parametrize("estimator", ["rollout", "expected"])
+def test_rollout_values_match_exact_soft_policy_evaluation_with_invalid_variants(estimator):
     """Monte-Carlo Q̂ of a fixed policy on the doubled (plain + after-invalid) state space vs
     the exact linear solve of its KL-regularised Bellman equations; tolerance: 5 standard
     errors of the Monte-Carlo mean (returns lie in [−KL bound, 1])."""
     from ttsearch.envs.maze.env import Layout
-    from ttsearch.training.maze_rl import outcome_matrix, soft_rollout_values, with_invalid_variants
+    from ttsearch.training.maze_rl import (
+        expected_step_values,
+        outcome_matrix,
+        soft_rollout_values,
+        with_invalid_variants,
+    )
 
     layout = Layout(grid=("..G", ".O.", "..."), start=(2, 0))
     slip, gamma, beta, rollouts = 0.2, 0.9, 0.1, 4000
@@ -169,8 +175,9 @@ def test_rollout_values_match_exact_soft_policy_evaluation_with_invalid_variants
     rng = np.random.default_rng(1)
     pol = np.log(rng.dirichlet(np.ones(5) * 2, size=n))
     ref = np.log(rng.dirichlet(np.ones(5) * 2, size=n))
-    q_hat = soft_rollout_values(outcomes, pol, ref, noop_next, beta=beta, gamma=gamma, rollouts=rollouts,
-                                horizon=200, rng=np.random.default_rng(2))
+    estimate = expected_step_values if estimator == "expected" else soft_rollout_values
+    q_hat = estimate(outcomes, pol, ref, noop_next, beta=beta, gamma=gamma, rollouts=rollouts,
+                     horizon=200, rng=np.random.default_rng(2))
     # exact: V = r_π − β·KL_π + γ·P_π V; Q(s, c) = R(s, c) + γ·Σ P(s'|s, c)·V(s')
     p = np.exp(pol)
     step = np.zeros((n, 5, n))

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from ttsearch.envs.errors import ConfigError
+from ttsearch.envs.errors import ConfigError, unknown_choice
 from ttsearch.envs.maze.env import SlipperyMaze, maze_tasks
 from ttsearch.envs.maze.layout import ACTIONS, Layout, describe, generate_layout
 from ttsearch.envs.maze.solver import solve
@@ -97,6 +97,9 @@ class MazeRecipeConfig:
     rl_lr_final_fraction: float = 0.1
     rl_inner_steps: int = 4
     rl_log_weight: float = 0.3
+    rl_value_estimator: str = "rollout"
+    """How Q̂ is estimated: "rollout" (rollouts with a forced first class, per class) or
+    "expected" (one env step in expectation over rollout state values: less noise per rollout)."""
     rl_turn_samples: int = 4
     rl_turn_tokens: int = 8
     rl_save_every: int = 100
@@ -110,6 +113,8 @@ class MazeRecipeConfig:
             raise ConfigError(f"beta must be > 0, got {self.beta}")
         if self.rl_turn_tokens < 2:
             raise ConfigError(f"rl_turn_tokens must be >= 2 (a move token and the stop token), got {self.rl_turn_tokens}")
+        if self.rl_value_estimator not in ("rollout", "expected"):
+            raise ConfigError(unknown_choice("rl_value_estimator", self.rl_value_estimator, ("rollout", "expected")))
         if self.rl_turn_samples < 0 or self.rl_rollouts < 1 or self.rl_inner_steps < 1:
             raise ConfigError("rl_turn_samples must be >= 0, rl_rollouts and rl_inner_steps >= 1")
 
