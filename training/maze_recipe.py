@@ -21,8 +21,9 @@
    views of every open cell) and every class, Monte-Carlo rollouts of the *current* policy's
    whole-turn class probabilities through the env's own transition function estimate the soft
    value ``Q̂(s,c) = r + Σ_k γ^k (r_k − β·log π_θ/π_ref(c_k|s_k))`` (the KL penalty in the
-   return, as in KL-regularised RLHF). The policy is then moved toward the KL-regularised
-   improvement ``π_ref(y|s)·exp((Q̂(s,c(y)) − V̂(s))/β)`` over whole turns, factorised into exact
+   return, as in KL-regularised RLHF; ``rl_value_estimator="expected"`` sums the first step's
+   outcomes with the env's probabilities over rollout state values instead). The policy is
+   then moved toward the KL-regularised improvement ``π_ref(y|s)·exp((Q̂(s,c(y)) − V̂(s))/β)`` over whole turns, factorised into exact
    next-token targets on the full vocabulary: at the turn's first token, at the stop decision
    after each move token, and at every token of sampled non-canonical turns (whose further
    tokens must keep π_ref's conditionals: a no-op is a no-op however it is spelled). Its fixed
