@@ -34,7 +34,7 @@ def test_quick_recipe_writes_loadable_pair(quick_pair):
     assert manifest["beta"] == report["beta"] > 0 and manifest["env"] == "maze"
     pair = ModelPair.load_dir(out)  # both folders load and share one tokenizer
     assert pair.beta == manifest["beta"]
-    assert report["rl_final"]["kl"] > 0  # RL moved the policy away from the reference
+    assert report["rl_final"]["kl_turn"] > 0  # RL moved the policy away from the reference (whole-turn KL)
 
 
 def test_reference_imitates_the_demonstrator_and_rl_moves_toward_the_soft_optimum(quick_pair):
