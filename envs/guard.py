@@ -84,6 +84,12 @@ class Watchdog:
                 env._give_up(call)
 
 
+DESCRIBING_ATTRIBUTES = ("system_prompt", "deterministic", "max_steps", "metadata", "has_final_answer",
+                         "action_parser")
+"""The :class:`Env` attributes that describe an env rather than act on it; a guard shows the
+wrapped env's own values (a voting best-of-N asks ``has_final_answer`` of the env it is given)."""
+
+
 class GuardedEnv(Env):
     """An env whose every call is timed, validated and turned into :class:`EnvFault` on failure."""
 
@@ -96,11 +102,8 @@ class GuardedEnv(Env):
         self.on_timeout = on_timeout
         self.steps = 0
         self.abandoned: EnvFault | None = None
-        # what search reads about the env, taken from the env itself
-        self.system_prompt = env.system_prompt
-        self.deterministic = env.deterministic
-        self.max_steps = env.max_steps
-        self.metadata = env.metadata
+        for name in DESCRIBING_ATTRIBUTES:  # what search and the runner read, from the env itself
+            setattr(self, name, getattr(env, name))
 
     @classmethod
     def open(cls, factory: Callable[[], Env], *, where: str, timeout_s: float | None = None,
