@@ -126,7 +126,7 @@ PRESETS: dict[str, Preset] = {
 PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
     "chain_sum": {},
     "maze": {"preset": "maze", "beta": 0.05, "iterations": 30, "tasks_per_iter": 8, "group_size": 32,
-             "lr": 1e-3, "micro_batch": 16},
+             "lr": 3e-4, "micro_batch": 16},
 }
 """GrpoConfig fields per preset (``ttsearch pair grpo --preset NAME``; ``--set`` overrides them)."""
 
@@ -245,13 +245,18 @@ def train_grpo_pair(config: GrpoConfig, reference_dir: str | Path, out_dir: str 
                   "sample_s": round(t_sample, 1), "step_s": round(time.perf_counter() - t0, 1), **stats}
         history.append(record)
         log(json.dumps(record))
-    train_seconds = time.perf_counter() - start
-    first, last = preset.starts("train", 1)[0][0], starts[-1][0]
-    report = {"recipe": {**asdict(config), "lora_targets": list(config.lora_targets)},
-              "history": history, "train_seconds": round(train_seconds, 1),
-              "train_tasks": [first.id, last.id] if preset.listed_tasks else [first.seed, last.seed]}
-    write_pair(peft_model, tokenizer, reference_dir, out_dir, config, preset, report)
+        # every iteration leaves a complete pair: a long CPU run stopped early is still usable
+        report = _report(config, preset, history, time.perf_counter() - start, starts[-1][0])
+        write_pair(peft_model, tokenizer, reference_dir, out_dir, config, preset, report)
     return report
+
+
+def _report(config: GrpoConfig, preset: Preset, history: list[dict[str, Any]], seconds: float,
+            last: Task) -> dict[str, Any]:
+    first = preset.starts("train", 1)[0][0]
+    return {"recipe": {**asdict(config), "lora_targets": list(config.lora_targets)},
+            "history": list(history), "iterations_done": len(history), "train_seconds": round(seconds, 1),
+            "train_tasks": [first.id, last.id] if preset.listed_tasks else [first.seed, last.seed]}
 
 
 def _episode_update(config: GrpoConfig, groups: list[list[Any]], inner: Any, peft_model: Any, opt: Any,

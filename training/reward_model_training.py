@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from ttsearch.agents import Agent, ModelPair, PlainActionParser, SamplingParams
+from ttsearch.agents import Agent, ModelPair, PairManifest, PlainActionParser, SamplingParams
 from ttsearch.agents.checkpoints.shipped import default_pair_dir
 from ttsearch.envs import list_tasks
 from ttsearch.envs.base import Trajectory
@@ -336,7 +336,7 @@ def _finetune(pair_dir: Path, train: tuple, val_ids: list[list[int]], val_ex: Se
 
     with torch.random.fork_rng(devices=[]):  # the fresh head's init must not depend on sampling state
         torch.manual_seed(recipe.seed)
-        model = AutoModelForSequenceClassification.from_pretrained(pair_dir / "reference", num_labels=1)
+        model = AutoModelForSequenceClassification.from_pretrained(PairManifest.read(pair_dir).reference_dir(pair_dir), num_labels=1)
     pad = model.config.pad_token_id
     history, best_epoch = _fit(model, train, val_ids, val_ex, val_index, recipe, pad, log)
     model.eval()
@@ -352,7 +352,8 @@ def _probe(pair_dir: Path, train: tuple, val_ids: list[list[int]], val_ex: Seque
     """method="probe": (model, validation example scores, manifest entries); see rm_probe."""
 
     train_ids, train_targets, train_counts = train
-    model = load_probe_base(pair_dir / "reference")
+    # the manifest names the reference: a sub-folder, or an imported model (shipped LoRA pairs)
+    model = load_probe_base(PairManifest.read(pair_dir).reference_dir(pair_dir))
     pad = model.config.pad_token_id
     x_train = head_features(model, train_ids, pad_token_id=pad)
     x_val = head_features(model, val_ids, pad_token_id=pad)[val_index]  # one row per validation example
