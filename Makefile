@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip setuptools wheel
 	# The CPU wheel of torch first: an unpinned torch would pull a multi-GB CUDA build.
 	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
+	# setuptools prints one note here, "Editable installation ... folders in your working directory
+	# with the same name as your package": an InformationOnly message that every editable strategy
+	# emits for a package-dir mapping like ours (top-level folders -> ttsearch.*); no pyproject
+	# setting avoids it. The trap it names is guarded: pytest --import-mode=importlib, ruff TID251.
 	$(BIN)/pip install -q --disable-pip-version-check -e ".[test]"
 	touch $(STAMP)
 

@@ -6,8 +6,9 @@
     candidates = agent.propose([trajectory], k=8, seed=0)[0]
 
 The package's top holds the agent loop: ``base.py`` (the ``Backend`` and ``Proposer``
-contracts and their data), ``agent.py``, ``prompting.py`` (token-exact chat rendering) and
-``parsing.py`` (text -> env action). ``engines/`` holds the model engines
+contracts and their data), ``agent.py``, ``prompting.py`` (token-exact chat rendering),
+``parsing.py`` (text -> env action, and the span that decides it) and ``token_kl.py`` (the exact
+per-token KL(π_θ‖π_ref) from whole log-prob rows). ``engines/`` holds the model engines
 (``engines.transformers.TransformersBackend``, ``engines.sglang.SGLangBackend``) and
 ``checkpoints/`` the pairs. Importing this package does not import torch: the embedded engine
 loads it when a pair is loaded.
@@ -33,7 +34,13 @@ from ttsearch.agents.checkpoints.model_pair import (
     PairManifest,
     check_same_tokenizer,
 )
-from ttsearch.agents.parsing import ActionParser, PlainActionParser, parse_candidate
+from ttsearch.agents.parsing import (
+    ActionParser,
+    AdmissibleMatchParser,
+    PlainActionParser,
+    ToolCallParser,
+    parse_candidate,
+)
 from ttsearch.agents.prompting import PromptConfig, PromptRenderer
 
 __all__ = [
@@ -46,6 +53,8 @@ __all__ = [
     "ModelPair",
     "PairManifest",
     "PlainActionParser",
+    "AdmissibleMatchParser",
+    "ToolCallParser",
     "PromptConfig",
     "PromptRenderer",
     "Proposer",

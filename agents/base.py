@@ -1,7 +1,7 @@
 """The model-engine contract: what search needs from an LLM, in token ids.
 
 A :class:`Backend` serves one model. Everything is token ids in, token ids and log-probs out,
-so that the ids the policy generated are exactly the ids the reference scores (DESIGN §3).
+so that the ids the policy generated are exactly the ids the reference scores (docs/design.md, "Engines").
 
     params = SamplingParams(max_new_tokens=16, temperature=1.0, seed=0, top_logprobs=20)
     samples = policy.sample([prompt_ids], n=8, params=params)[0]    # 8 Samples from one prefix
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from ttsearch.envs.base import Observation, Step, StepResult, Trajectory
 from ttsearch.envs.errors import ConfigError
@@ -34,6 +34,9 @@ class SamplingParams:
     seed: int | None = None
     top_logprobs: int = 0
     """Also return the top-k log-probs at each generated position (certainty baselines)."""
+    full_logprobs: bool = False
+    """Also return each generated position's whole log-prob row over the vocabulary (what an
+    exact per-token KL needs); only engines with ``supports_full_logprobs`` can."""
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -59,6 +62,9 @@ class Sample:
     logprobs: tuple[float, ...]
     top_logprobs: tuple[tuple[float, ...], ...] | None = None
     finish_reason: str = "stop"  # "stop" | "length"
+    full_logprobs: Any = None
+    """With ``SamplingParams(full_logprobs=True)``: a float32 numpy array [len(token_ids),
+    vocab] of log-probs (row i: the model's whole distribution at generated position i)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +74,9 @@ class ScoreRequest:
     prefix_ids: tuple[int, ...]
     continuation_ids: tuple[int, ...]
     top_logprobs: int = 0
+    full_logprobs: bool = False
+    """Also return every continuation position's whole log-prob row (``TokenScores.full_logprobs``);
+    only engines with ``supports_full_logprobs`` can."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +85,9 @@ class TokenScores:
 
     logprobs: tuple[float, ...]
     top_logprobs: tuple[tuple[float, ...], ...] | None = None
+    full_logprobs: Any = None
+    """With ``ScoreRequest(full_logprobs=True)``: a float32 numpy array [len(continuation),
+    vocab] of log-probs (the model's whole distribution at each continuation position)."""
 
 
 @dataclass(slots=True)
@@ -124,6 +136,12 @@ class Backend(Protocol):
     @property
     def has_prefix_cache(self) -> bool: ...
 
+    @property
+    def supports_full_logprobs(self) -> bool:
+        """Whether ``SamplingParams(full_logprobs=True)`` and ``ScoreRequest(full_logprobs=True)``
+        are served: whole log-prob rows, in-process (the exact per-token KL reads them)."""
+        ...
+
     def sample(
         self, prompts: Sequence[Sequence[int]], *, n: int, params: SamplingParams,
         stats: EngineStats | None = None,
@@ -159,6 +177,12 @@ class Candidate:
     generated_token_ids: tuple[int, ...] = ()
     """Everything the policy generated for this turn (the span plus stop/format tokens)."""
     extra: dict = field(default_factory=dict, compare=False)
+    token_kl: tuple[float, ...] | None = None
+    """Per span token: KL(π_θ ‖ π_ref) of the two models' next-token distributions there
+    (``Agent.propose(..., token_kl=True)``)."""
+    decisive_span: tuple[int, int] | None = None
+    """[start, end) token indices within the span that decide the action, as the parser says
+    (``Agent.propose(..., decisive_spans=True)``); (0, 0): nothing decisive; None: unknown."""
 
 
 @runtime_checkable
@@ -192,8 +216,12 @@ class Proposer(Protocol):
         greedy: bool = False,
         score_reference: bool = True,
         top_logprobs: int = 0,
+        token_kl: bool = False,
+        decisive_spans: bool = False,
     ) -> list[list[Candidate]]:
-        """``k`` candidates for each state (``greedy``: one argmax decode per state)."""
+        """``k`` candidates for each state (``greedy``: one argmax decode per state);
+        ``token_kl`` / ``decisive_spans`` fill those candidate fields (a scorer that
+        ``requires`` them asks; search passes them only then)."""
         ...
 
 
@@ -210,4 +238,6 @@ def step_from_candidate(observation: Observation, candidate: Candidate, result: 
         top_logprobs=candidate.top_logprobs,
         parse_error=candidate.parse_error,
         generated_token_ids=candidate.generated_token_ids,
+        token_kl=candidate.token_kl,
+        decisive_span=candidate.decisive_span,
     )

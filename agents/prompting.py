@@ -4,12 +4,16 @@
     prompt_ids = renderer.render(trajectory)       # ends with the generation prompt
     samples = policy.sample([prompt_ids], n=4, params=params)
 
-Token exactness (DESIGN §3): earlier assistant turns are inserted as the ids the policy
+Token exactness (docs/design.md, "Engines"): earlier assistant turns are inserted as the ids the policy
 generated (``Step.generated_token_ids``), never re-tokenised text; system and user messages
 come from the tokenizer's own chat template. The ids are built segment by segment, so the
 prompt of step t+1 is the prompt of step t + the generated ids + the next observation segment
 (what a prefix cache reuses). For ordinary text the result equals
 ``tokenizer.apply_chat_template(messages, add_generation_prompt=True)``.
+
+Context overflow: with ``max_prompt_tokens`` (the agent sets the policy's context minus
+``max_new_tokens``) a longer prompt is fitted instead of refused by the engine: the oldest steps
+after the task go first, then the middle of the latest observation (``PromptRenderer._fit``).
 
 How: at construction the chat template is rendered once over placeholder messages and cut
 at the placeholders into fixed text pieces (head, turn separator, generation prompt). That works
@@ -90,9 +94,14 @@ class PromptRenderer:
         max_history_turns: int | None = None,
         show_admissible_actions: bool = False,
         system_prompt: str | None = None,
+        max_prompt_tokens: int | None = None,
         cache_size: int = 4096,
     ):
         self.tokenizer = tokenizer
+        if max_prompt_tokens is not None and max_prompt_tokens < 1:
+            raise ConfigError(f"max_prompt_tokens must be >= 1 or None, got {max_prompt_tokens}")
+        self.max_prompt_tokens = max_prompt_tokens
+        """Longest prompt (the model's context minus max_new_tokens); longer ones are fitted."""
         self.config = PromptConfig(max_history_turns, show_admissible_actions, system_prompt)
         if not getattr(tokenizer, "chat_template", None):
             raise ConfigError(
@@ -213,25 +222,79 @@ class PromptRenderer:
         return out
 
     def render(self, trajectory: Trajectory) -> tuple[int, ...]:
-        """Prompt ids for the next assistant turn of ``trajectory`` (ends with the generation prompt)."""
+        """Prompt ids for the next assistant turn of ``trajectory`` (ends with the generation prompt).
+
+        Past ``max_prompt_tokens`` the prompt is fitted (see :meth:`_fit`), never refused here."""
         start, observations = self._window(trajectory)
-        ids = list(
-            self._encode(
-                self._head_text(
-                    self.system_text(trajectory), self.observation_text(observations[0])
-                )
-            )
-        )
-        for step, obs in zip(trajectory.steps[start:], observations[1:], strict=True):
+        texts = [self.observation_text(obs) for obs in observations]
+        ids = self._assemble(self.system_text(trajectory), texts[0], trajectory.steps[start:], texts[1:])
+        if self.max_prompt_tokens is not None and len(ids) > self.max_prompt_tokens:
+            return self._fit(trajectory)
+        return ids
+
+    def _assemble(self, system: str, first: str, steps: Sequence[Any], after: Sequence[str]) -> tuple[int, ...]:
+        """Head (system + first observation), then each step's generated ids and the next observation."""
+        ids = list(self._encode(self._head_text(system, first)))
+        for step, text in zip(steps, after, strict=True):
             generated = step.generated_token_ids or self._encode(step.action_text)
             ids.extend(generated)
-            tail = self._encode(self._turn_between + self.observation_text(obs) + self._turn_after)
+            tail = self._encode(self._turn_between + text + self._turn_after)
             # The turn separator opens with the end-of-turn token; when the policy already
             # emitted it (the usual stop), it is part of the generated ids: don't repeat it.
             if generated and tail and tail[0] == generated[-1] and tail[0] in self._special:
                 tail = tail[1:]
             ids.extend(tail)
         return tuple(ids)
+
+    def _fit(self, trajectory: Trajectory) -> tuple[int, ...]:
+        """The prompt cut to ``max_prompt_tokens``: the system prompt, the first observation (the
+        task) and the latest step always stay; the oldest steps between them go first; if that
+        is still too long, the middle of the latest observation (of the task, before any step)
+        is replaced by a ``[... N tokens cut ...]`` marker. A system prompt that alone does not
+        fit is a ConfigError."""
+        limit = self.max_prompt_tokens
+        assert limit is not None
+        system, steps = self.system_text(trajectory), trajectory.steps
+        texts = [self.observation_text(trajectory.initial_observation)]
+        texts += [self.observation_text(s.result.observation) for s in steps]
+        floor = len(self._encode(self._head_text(system, "")))
+        if floor >= limit:
+            raise ConfigError(f"the system prompt alone takes {floor} prompt tokens but the model's context "
+                              f"leaves {limit} (max_positions - max_new_tokens); shorten it or lower max_new_tokens")
+        for drop in range(max(1, self._window(trajectory)[0]), len(steps)):
+            ids = self._assemble(system, texts[0], steps[drop:], texts[drop + 1:])
+            if len(ids) <= limit:
+                return ids
+        kept = steps[-1:]
+        for _ in range(4):  # re-tokenising the cut text can shift its length by a few tokens
+            ids = self._assemble(system, texts[0], kept, texts[-1:] if kept else [])
+            excess = len(ids) - limit
+            if excess <= 0:
+                return ids
+            texts[-1] = self._cut_middle(texts[-1], excess)
+        raise ConfigError(f"could not fit the prompt into {limit} tokens (the system prompt and the latest "
+                          "action alone are too long); lower max_new_tokens")
+
+    def _cut_middle(self, text: str, excess: int) -> str:
+        """``text`` with its middle replaced by a marker, at least ``excess`` tokens shorter."""
+        ids = self.tokenizer.encode(text, add_special_tokens=False)
+        marker = len(self.tokenizer.encode(f"\n[... {len(ids)} tokens cut ...]\n", add_special_tokens=False))
+        keep = len(ids) - excess - marker
+        if keep < 2:
+            raise ConfigError(f"could not fit the prompt into {self.max_prompt_tokens} tokens: cutting the "
+                              f"latest observation is not enough; lower max_new_tokens")
+        head, tail = ids[: keep // 2], ids[len(ids) - (keep - keep // 2):]
+        decode = self.tokenizer.decode
+        return f"{decode(head)}\n[... {len(ids) - keep} tokens cut ...]\n{decode(tail)}"
+
+    def with_limit(self, max_prompt_tokens: int | None) -> PromptRenderer:
+        """This renderer (same tokenizer and settings) fitting prompts to ``max_prompt_tokens``."""
+        if max_prompt_tokens == self.max_prompt_tokens:
+            return self
+        return PromptRenderer(self.tokenizer, max_history_turns=self.config.max_history_turns,
+                              show_admissible_actions=self.config.show_admissible_actions,
+                              system_prompt=self.config.system_prompt, max_prompt_tokens=max_prompt_tokens,
+                              cache_size=self._cache_size)
 
     def render_many(self, states: Sequence[Trajectory]) -> list[tuple[int, ...]]:
         return [self.render(state) for state in states]

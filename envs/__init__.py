@@ -2,6 +2,8 @@
 
     from ttsearch.envs import make, list_tasks, Env, Task
     from ttsearch.envs import check_env, GymTextEnv     # conformance checker, Gymnasium adapter
+    from ttsearch.envs import register, import_modules  # user environments (see envs.registry)
+    from ttsearch.envs import check_observation, check_step_result   # the boundary checks
 """
 
 from ttsearch.envs.base import (
@@ -23,11 +25,21 @@ from ttsearch.envs.errors import (
     TtsearchError,
 )
 from ttsearch.envs.gym_wrapper import GymTextEnv
-from ttsearch.envs.registry import REGISTRY, list_tasks, make, register
+from ttsearch.envs.registry import (
+    ENTRY_POINT_GROUP,
+    REGISTRY,
+    env_names,
+    import_modules,
+    list_tasks,
+    make,
+    register,
+)
+from ttsearch.envs.validation import check_observation, check_step_result
 
 __all__ = [
     "SUCCESS_REWARD", "Env", "Observation", "Step", "StepResult", "Task", "Trajectory",
     "BackendError", "BudgetExhausted", "ConfigError", "EnvError", "ParseError", "TtsearchError",
-    "REGISTRY", "list_tasks", "make", "register",
+    "ENTRY_POINT_GROUP", "REGISTRY", "env_names", "import_modules", "list_tasks", "make", "register",
+    "check_observation", "check_step_result",
     "CheckReport", "CheckResult", "check_env", "GymTextEnv",
 ]

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 SUCCESS_REWARD = 1.0
-"""An episode succeeds when its total reward reaches this value (DESIGN §1: success = reward ≥ 1)."""
+"""An episode succeeds when its total reward reaches this value (docs/design.md, "The paper's definitions": success = reward ≥ 1)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +97,13 @@ class Step:
     """Every token the policy generated this turn (span plus format/stop tokens): replayed
     verbatim when the history is rendered again, so the context stays token-exact."""
     scores: Mapping[str, float] = field(default_factory=dict)
+    token_kl: tuple[float, ...] | None = None
+    """Per action token j: KL(π_θ(·|s, y<j) ‖ π_ref(·|s, y<j)), the policy's divergence from its
+    reference at that position (what the KL-centred progress advantage subtracts)."""
+    decisive_span: tuple[int, int] | None = None
+    """Token indices [start, end) of the action span that decide the action, as the parser
+    located them; (0, 0) when the parser found nothing decisive (a parse error), None when it
+    does not say."""
 
     @property
     def reward(self) -> float:
@@ -160,6 +167,15 @@ class Env(ABC):
 
     system_prompt: str = ""
     """Instructions for the agent: the task, the action format, the valid actions."""
+
+    has_final_answer: ClassVar[bool] = False
+    """True when an episode ends with a final answer: the last executed action (e.g. reasoning
+    tasks' ``answer: 5``), which trajectory best-of-N can vote on (``selection="majority"``)."""
+
+    action_parser: ClassVar[str | None] = None
+    """The parser (``"package.module:Class"``) its messages need where a run config leaves the
+    default ``parser: plain``: tool-calling envs read the whole message (``ToolCallParser``),
+    which a first-line parser would cut to ``<tool_call>``."""
 
     max_steps: int | None = None
     """The turn limit after which the env truncates an episode itself, where it has one. Search

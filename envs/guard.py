@@ -17,7 +17,7 @@ A thread stuck for good stays behind, parked: Python cannot stop it, so the run 
 for it (the runner's episode threads are daemons).
 
 An env that raises gives ``kind="raised"`` (its exception type and message); a return value that
-breaks the contract gives ``kind="malformed"`` (``envs/validation.py``). ``step`` counts the
+breaks the contract gives ``kind="malformed"`` (what ``envs/validation.py`` finds wrong). ``step`` counts the
 steps since the last reset (the failing call included).
 """
 
@@ -31,7 +31,7 @@ from typing import Any
 
 from ttsearch.envs.base import Env, Observation, StepResult
 from ttsearch.envs.errors import EnvError
-from ttsearch.envs.validation import MalformedOutput, validate_observation, validate_step_result
+from ttsearch.envs.validation import observation_problem, step_result_problem
 
 FAULT_KINDS = ("raised", "timeout", "malformed")
 
@@ -107,7 +107,7 @@ class GuardedEnv(Env):
              watchdog: Watchdog | None = None, on_timeout: Callable[[EnvFault], None] | None = None) -> GuardedEnv:
         """Build the env with ``factory`` under the same guard, then wrap it."""
         shell = cls(_Unbuilt(), where=where, timeout_s=timeout_s, watchdog=watchdog, on_timeout=on_timeout)
-        env = shell._call("make", factory, _check_env)
+        env = shell._call("make", factory, _env_problem)
         return cls(env, where=where, timeout_s=timeout_s, watchdog=watchdog, on_timeout=on_timeout)
 
     @property
@@ -116,11 +116,11 @@ class GuardedEnv(Env):
 
     def reset(self, *, seed: int | None = None) -> Observation:
         self.steps = 0
-        return self._call("reset", lambda: self.env.reset(seed=seed), validate_observation)
+        return self._call("reset", lambda: self.env.reset(seed=seed), observation_problem)
 
     def step(self, action: str) -> StepResult:
         self.steps += 1
-        return self._call("step", lambda: self.env.step(action), validate_step_result)
+        return self._call("step", lambda: self.env.step(action), step_result_problem)
 
     def snapshot(self) -> Any:
         return self._call("snapshot", self.env.snapshot, None)
@@ -135,7 +135,7 @@ class GuardedEnv(Env):
         if self.abandoned is None:  # never block on an env that hangs
             self._call("close", self.env.close, None)
 
-    def _call(self, call: str, fn: Callable[[], Any], check: Callable[..., Any] | None) -> Any:
+    def _call(self, call: str, fn: Callable[[], Any], problem: Callable[[Any], str | None] | None) -> Any:
         if self.abandoned is not None:
             raise self.abandoned
         token = self.watchdog.enter(self, call) if self.watchdog is not None else None
@@ -150,11 +150,9 @@ class GuardedEnv(Env):
                 self.watchdog.leave(token)
         if self.abandoned is not None:  # the watchdog gave up on this call while it ran
             raise self.abandoned
-        if check is not None:
-            try:
-                check(out, where=f"{self.where} {call}()")
-            except MalformedOutput as err:
-                raise self._fault("malformed", str(err), call) from None
+        wrong = problem(out) if problem is not None else None
+        if wrong is not None:
+            raise self._fault("malformed", wrong, call)
         return out
 
     def _fault(self, kind: str, message: str, call: str) -> EnvFault:
@@ -178,6 +176,5 @@ class _Unbuilt(Env):
         raise EnvError("the env is not built yet")
 
 
-def _check_env(env: Any, *, where: str) -> None:
-    if not isinstance(env, Env):
-        raise MalformedOutput(f"{where} built a {type(env).__name__}, not a ttsearch Env")
+def _env_problem(env: Any) -> str | None:
+    return None if isinstance(env, Env) else f"built a {type(env).__name__}, not a ttsearch Env"

@@ -11,7 +11,7 @@ The data set is not on a package registry. Its layout: one JSON file per failure
 ``ground_truth``, ``history`` (a list of ``{content, role[, name]}``; hand-crafted cases name
 the acting agent in ``role``, algorithm-generated ones in ``name``), ``mistake_agent``,
 ``mistake_step`` (a *string* holding a 0-based index into ``history``) and
-``mistake_reason``; any other field is kept in ``extra``. Scoring (DESIGN §1): exact match of
+``mistake_reason``; any other field is kept in ``extra``. Scoring (docs/design.md, "The paper's definitions"): exact match of
 the agent and of the step.
 """
 

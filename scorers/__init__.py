@@ -13,8 +13,15 @@ from ttsearch.scorers.aggregation import (
     aggregate_tokens,
     bottom_fraction,
 )
-from ttsearch.scorers.base import Scorer, StepAggregatingScorer, TokenData
+from ttsearch.scorers.base import (
+    TOKEN_FIELDS,
+    Scorer,
+    StepAggregatingScorer,
+    TokenData,
+    token_fields,
+)
 from ttsearch.scorers.baselines import (
+    SIGNS,
     DeepConfBottom10,
     DeepConfTail,
     Entropy,
@@ -28,7 +35,9 @@ from ttsearch.scorers.baselines import (
 from ttsearch.scorers.progress_advantage import (
     DECISIVE_METHODS,
     PA_MODES,
+    PA_SPANS,
     ProgressAdvantage,
+    ProgressAdvantageCentered,
     cumulative,
     decisive_step,
 )
@@ -37,9 +46,10 @@ from ttsearch.scorers.reward_model import RewardModel
 
 __all__ = [
     "STEP_AGGREGATIONS", "TOKEN_AGGREGATIONS", "aggregate_steps", "aggregate_tokens",
-    "bottom_fraction", "Scorer", "StepAggregatingScorer", "TokenData", "DeepConfBottom10",
+    "bottom_fraction", "Scorer", "StepAggregatingScorer", "TokenData", "TOKEN_FIELDS", "token_fields",
+    "SIGNS", "DeepConfBottom10",
     "DeepConfTail", "Entropy", "PolicyLogProb", "Random", "ReferenceLogProb", "SelfCertainty",
     "token_entropy_topk", "token_self_certainty", "DECISIVE_METHODS", "PA_MODES",
-    "ProgressAdvantage", "cumulative", "decisive_step", "SCORERS", "make_scorer", "scorer_options",
+    "PA_SPANS", "ProgressAdvantage", "ProgressAdvantageCentered", "cumulative", "decisive_step", "SCORERS", "make_scorer", "scorer_options",
     "RewardModel",
 ]

@@ -1,4 +1,4 @@
-"""Token and step aggregations (DESIGN §1), shared by every scorer.
+"""Token and step aggregations (docs/design.md, "The paper's definitions"), shared by every scorer.
 
     from ttsearch.scorers.aggregation import aggregate_tokens, aggregate_steps
     aggregate_tokens([-0.1, -2.0, -0.3], "min")      # -2.0

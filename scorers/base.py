@@ -8,7 +8,8 @@ every baseline costs nothing extra:
     traj_score = scorer.score_trajectory(trajectory.steps)
 
 Higher is better for every scorer. ``requires`` says which fields must be present
-("reference_logprobs", "top_logprobs"); search asks the engines for exactly those.
+("reference_logprobs", "top_logprobs", "token_kl", "decisive_span"); search asks the engines
+for exactly those.
 """
 
 from __future__ import annotations
@@ -34,13 +35,17 @@ class TokenData(Protocol):
     def top_logprobs(self) -> tuple[tuple[float, ...], ...] | None: ...
 
 
+TOKEN_FIELDS = ("reference_logprobs", "top_logprobs", "token_kl", "decisive_span")
+"""The optional token fields a scorer may require (plus "text" for reward models)."""
+
+
 @runtime_checkable
 class Scorer(Protocol):
     """Scores steps and trajectories; higher means more likely to lead to success.
 
     What a scorer needs from the engines is declared, so search asks for exactly that:
-    ``requires`` names the optional token fields it reads ("reference_logprobs",
-    "top_logprobs"; "text" for reward models), ``top_logprobs`` how many top log-probs per
+    ``requires`` names the optional token fields it reads (:data:`TOKEN_FIELDS`;
+    "text" for reward models), ``top_logprobs`` how many top log-probs per
     token (0 when none), and ``scores_candidates`` whether it can score a bare candidate step
     (False for reward models, which read the whole trajectory).
     """
@@ -66,6 +71,11 @@ def token_needs(scorers: Iterable[Scorer]) -> tuple[bool, int]:
     return reference, max((s.top_logprobs for s in scorers), default=0)
 
 
+def token_fields(scorers: Iterable[Scorer]) -> frozenset[str]:
+    """Every optional token field some scorer requires (``Agent.propose``/``rescore`` options)."""
+    return frozenset(f for s in scorers for f in s.requires)
+
+
 # --- Shared helpers for the concrete scorers (additions; the protocols above are the contract) ---
 
 _ENGINE_HINTS = {
@@ -73,6 +83,8 @@ _ENGINE_HINTS = {
     "(Agent.propose(..., score_reference=True))",
     "top_logprobs": "sample with top_logprobs=20 (SamplingParams(top_logprobs=20) or "
     "Agent.propose(..., top_logprobs=20))",
+    "token_kl": "record each token's KL(π_θ‖π_ref) (Agent.propose(..., token_kl=True) or "
+    "Agent.rescore(..., token_kl=True); the embedded engine returns the rows it needs)",
 }
 """Which engine option produces each optional field: named in the error when it is missing."""
 

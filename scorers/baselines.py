@@ -1,18 +1,25 @@
-"""Baseline scorers from the paper (DESIGN §1), all computed from data the engines already return.
+"""Baseline scorers from the paper (docs/design.md, "The paper's definitions"), all computed from data the engines already return.
 
     PolicyLogProb(token_agg="mean", step_agg="mean")   # agg lp_θ of the action span
     ReferenceLogProb()                                 # agg lp_ref (needs reference_logprobs)
-    SelfCertainty(k=20)                                # needs top_logprobs (sample with top_logprobs=20)
+    SelfCertainty(k=20, sign="deepconf")               # needs top_logprobs (sample with top_logprobs=20)
+    SelfCertainty(k=20, sign="paper")                  # the PA paper's reference code: +mean
     DeepConfTail(k=20), DeepConfBottom10(k=20)         # step confidence = mean token self-certainty
     Entropy(k=20)                                      # − mean token entropy (top-k approximation)
     Random(seed=0)                                     # deterministic noise: the chance baseline
 
-Token self-certainty (the paper's "mean of the top-20 token log-probs", with DeepConf's sign):
-``c_i = −(1/k) Σ_{j≤k} log p_i(j)`` over the k most likely tokens at position i. The sign makes
-higher mean more certain: a peaked distribution has tiny runner-up probabilities, whose very
-negative log-probs make ``c_i`` large; a flat one gives ``c_i ≈ log V``. (Taking the plain mean
-without the minus would rank confident steps *lowest*.) When fewer than k alternatives were
-returned, the mean is over those present.
+Token self-certainty, "the mean of the top-20 token log-probs", comes with two signs, named by
+the ``sign`` option of ``SelfCertainty``, ``DeepConfTail`` and ``DeepConfBottom10``:
+
+- ``sign="deepconf"`` (default; DeepConf's token confidence): ``c_i = −(1/k) Σ_{j≤k} log p_i(j)``
+  over the k most likely tokens at position i. Higher means more certain: a peaked distribution
+  has tiny runner-up probabilities, whose very negative log-probs make ``c_i`` large; a flat one
+  gives ``c_i ≈ log V``.
+- ``sign="paper"`` (the PA paper's reference code, ``log_probs.topk(k).values.mean()``, higher
+  picked): ``c_i = +(1/k) Σ_{j≤k} log p_i(j)``, exactly ``−1×`` the DeepConf value: it ranks
+  *flat* distributions highest. Reports show both, labelled, since the paper's tables use it.
+
+When fewer than k alternatives were returned, the mean is over those present.
 
 Higher is better for every scorer.
 """
@@ -24,9 +31,18 @@ import math
 import struct
 from collections.abc import Sequence
 
-from ttsearch.envs.errors import ConfigError
+from ttsearch.envs.errors import ConfigError, unknown_choice
 from ttsearch.scorers.aggregation import aggregate_tokens, check_step_agg, check_token_agg
 from ttsearch.scorers.base import StepAggregatingScorer, TokenData, require_field
+
+SIGNS = ("deepconf", "paper")
+"""Self-certainty signs: DeepConf's −mean of the top-k log-probs, the PA paper's +mean."""
+
+
+def _check_sign(sign: str) -> str:
+    if sign not in SIGNS:
+        raise ConfigError(unknown_choice("self-certainty sign", sign, SIGNS))
+    return sign
 
 
 def _check_k(k: int) -> int:
@@ -82,22 +98,25 @@ class ReferenceLogProb(PolicyLogProb):
 
 
 class SelfCertainty(StepAggregatingScorer):
-    """Step score = token aggregation of token self-certainty ``c_i`` (module docstring)."""
+    """Step score = token aggregation of token self-certainty ``c_i`` (module docstring: ``sign``)."""
 
     name = "self_certainty"
     requires = frozenset({"top_logprobs"})
 
-    def __init__(self, *, k: int = 20, token_agg: str = "mean", step_agg: str = "mean") -> None:
+    def __init__(self, *, k: int = 20, token_agg: str = "mean", step_agg: str = "mean",
+                 sign: str = "deepconf") -> None:
         self.k = self.top_logprobs = _check_k(k)
         self.token_agg = check_token_agg(token_agg)
         self.step_agg = check_step_agg(step_agg)
+        self.sign = _check_sign(sign)
 
     def score_step(self, step: TokenData) -> float:
         top = require_field(type(self).__name__, step, "top_logprobs")
-        return aggregate_tokens([token_self_certainty(t, self.k) for t in top], self.token_agg)
+        factor = 1.0 if self.sign == "deepconf" else -1.0
+        return aggregate_tokens([factor * token_self_certainty(t, self.k) for t in top], self.token_agg)
 
     def _config(self) -> dict:
-        return {"k": self.k, "token_agg": self.token_agg, "step_agg": self.step_agg}
+        return {"k": self.k, "token_agg": self.token_agg, "step_agg": self.step_agg, "sign": self.sign}
 
 
 class DeepConfTail(SelfCertainty):
@@ -108,11 +127,11 @@ class DeepConfTail(SelfCertainty):
 
     name = "deepconf_tail"
 
-    def __init__(self, *, k: int = 20) -> None:
-        super().__init__(k=k, token_agg="mean", step_agg="last")
+    def __init__(self, *, k: int = 20, sign: str = "deepconf") -> None:
+        super().__init__(k=k, token_agg="mean", step_agg="last", sign=sign)
 
     def _config(self) -> dict:
-        return {"k": self.k}
+        return {"k": self.k, "sign": self.sign}
 
 
 class DeepConfBottom10(SelfCertainty):
@@ -120,11 +139,11 @@ class DeepConfBottom10(SelfCertainty):
 
     name = "deepconf_bottom10"
 
-    def __init__(self, *, k: int = 20) -> None:
-        super().__init__(k=k, token_agg="mean", step_agg="bottom10")
+    def __init__(self, *, k: int = 20, sign: str = "deepconf") -> None:
+        super().__init__(k=k, token_agg="mean", step_agg="bottom10", sign=sign)
 
     def _config(self) -> dict:
-        return {"k": self.k}
+        return {"k": self.k, "sign": self.sign}
 
 
 class Entropy(StepAggregatingScorer):
@@ -195,6 +214,6 @@ class Random(StepAggregatingScorer):
 
 
 __all__ = [
-    "DeepConfBottom10", "DeepConfTail", "Entropy", "PolicyLogProb", "Random", "ReferenceLogProb",
+    "SIGNS", "DeepConfBottom10", "DeepConfTail", "Entropy", "PolicyLogProb", "Random", "ReferenceLogProb",
     "SelfCertainty", "token_entropy_topk", "token_self_certainty",
 ]

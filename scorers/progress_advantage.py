@@ -1,4 +1,4 @@
-"""Progress advantage: the policy/reference log-ratio as a step and trajectory score (DESIGN §1).
+"""Progress advantage: the policy/reference log-ratio as a step and trajectory score (docs/design.md, "Progress advantage").
 
     pa = ProgressAdvantage(beta=1.0, token_agg="mean", step_agg="mean")
     a_t = pa.score_step(candidate)                    # β·(mean lp_θ − mean lp_ref) over the action span
@@ -11,6 +11,17 @@ Two ways to combine the two models' token log-probs, which differ for ``min``/``
 - ``mode="per_token_ratio"``: ``A_t = β·agg(lp_θ,i − lp_ref,i)``.
 
 For mean, sum and last the two are equal. An action span with no tokens scores 0.
+
+Two variants beside it, measured rather than assumed (issue 15):
+
+- ``span="decisive"``: only the tokens the parser says decide the action (the move word, the
+  tool call, the final number; ``Step.decisive_span``). A step that did not parse has no
+  decisive token and scores 0; a parser that does not locate actions leaves the whole span.
+- :class:`ProgressAdvantageCentered` (``progress_advantage_centered``): per token,
+  ``β·(lp_θ,j − lp_ref,j − KL(π_θ‖π_ref)_j)``, then the token aggregation. Under π* the
+  per-step mean of β·log π*/π_ref is β·KL(π*‖π_ref)(s) > 0 — a bias that rewards states where
+  the policy overrides its reference most; centring makes each token's term zero-mean under the
+  policy (``Q*(s,a) − E_{a'~π*} Q*(s,a')`` for one-token actions).
 """
 
 from __future__ import annotations
@@ -23,6 +34,28 @@ from ttsearch.scorers.aggregation import aggregate_tokens, check_step_agg, check
 from ttsearch.scorers.base import StepAggregatingScorer, TokenData, require_field
 
 PA_MODES = ("aggregate_then_subtract", "per_token_ratio")
+PA_SPANS = ("action", "decisive")
+
+
+def _check_beta(beta: float) -> float:
+    if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
+        raise ConfigError(f"beta must be a finite number > 0 (the KL coefficient), got {beta!r}")
+    return float(beta)
+
+
+def _check_span(span: str) -> str:
+    if span not in PA_SPANS:
+        raise ConfigError(unknown_choice("progress-advantage span", span, PA_SPANS))
+    return span
+
+
+def scored_slice(step: TokenData, span: str) -> slice:
+    """The action tokens a PA variant reads: all of them, or the decisive ones (module docstring)."""
+    if span == "decisive":
+        decisive = getattr(step, "decisive_span", None)
+        if decisive is not None:
+            return slice(int(decisive[0]), int(decisive[1]))
+    return slice(0, len(step.policy_logprobs))
 
 
 class ProgressAdvantage(StepAggregatingScorer):
@@ -32,19 +65,21 @@ class ProgressAdvantage(StepAggregatingScorer):
     requires = frozenset({"reference_logprobs"})
 
     def __init__(self, *, beta: float = 1.0, token_agg: str = "mean", step_agg: str = "mean",
-                 mode: str = "aggregate_then_subtract") -> None:
-        if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
-            raise ConfigError(f"beta must be a finite number > 0 (the KL coefficient), got {beta!r}")
+                 mode: str = "aggregate_then_subtract", span: str = "action") -> None:
         if mode not in PA_MODES:
             raise ConfigError(unknown_choice("progress-advantage mode", mode, PA_MODES))
-        self.beta = float(beta)
+        self.beta = _check_beta(beta)
         self.token_agg = check_token_agg(token_agg)
         self.step_agg = check_step_agg(step_agg)
         self.mode = mode
+        self.span = _check_span(span)
+        if span == "decisive":
+            self.requires = self.requires | {"decisive_span"}
 
     def score_step(self, step: TokenData) -> float:
         ref = require_field("ProgressAdvantage", step, "reference_logprobs")
-        policy = step.policy_logprobs
+        part = scored_slice(step, self.span)
+        policy, ref = step.policy_logprobs[part], ref[part]
         if not policy:
             return 0.0
         if self.mode == "aggregate_then_subtract":
@@ -55,7 +90,34 @@ class ProgressAdvantage(StepAggregatingScorer):
 
     def _config(self) -> dict:
         return {"beta": self.beta, "token_agg": self.token_agg, "step_agg": self.step_agg,
-                "mode": self.mode}
+                "mode": self.mode, "span": self.span}
+
+
+class ProgressAdvantageCentered(StepAggregatingScorer):
+    """``β·agg_j(lp_θ,j − lp_ref,j − KL_j)``: PA minus the policy's own expected log-ratio at
+    each token (module docstring). Needs ``token_kl`` (exact on the embedded engine)."""
+
+    name = "progress_advantage_centered"
+    requires = frozenset({"reference_logprobs", "token_kl"})
+
+    def __init__(self, *, beta: float = 1.0, token_agg: str = "mean", step_agg: str = "mean",
+                 span: str = "action") -> None:
+        self.beta = _check_beta(beta)
+        self.token_agg = check_token_agg(token_agg)
+        self.step_agg = check_step_agg(step_agg)
+        self.span = _check_span(span)
+        if span == "decisive":
+            self.requires = self.requires | {"decisive_span"}
+
+    def score_step(self, step: TokenData) -> float:
+        ref = require_field("ProgressAdvantageCentered", step, "reference_logprobs")
+        kl = require_field("ProgressAdvantageCentered", step, "token_kl")
+        part = scored_slice(step, self.span)
+        values = [p - r - k for p, r, k in zip(step.policy_logprobs[part], ref[part], kl[part], strict=True)]
+        return self.beta * aggregate_tokens(values, self.token_agg) if values else 0.0
+
+    def _config(self) -> dict:
+        return {"beta": self.beta, "token_agg": self.token_agg, "step_agg": self.step_agg, "span": self.span}
 
 
 # --- failure attribution over a trajectory's step scores -------------------------------------

@@ -1,7 +1,8 @@
 """Scorer registry: names to classes, with errors that list the valid options.
 
     scorer = make_scorer("progress_advantage", beta=0.5, token_agg="min", mode="per_token_ratio")
-    scorer = make_scorer("self_certainty", k=20)
+    scorer = make_scorer("self_certainty", k=20, sign="paper")
+    scorer = make_scorer("progress_advantage_centered", beta=0.1)   # needs token_kl
     sorted(SCORERS)   # every registered name
 """
 
@@ -21,11 +22,12 @@ from ttsearch.scorers.baselines import (
     ReferenceLogProb,
     SelfCertainty,
 )
-from ttsearch.scorers.progress_advantage import ProgressAdvantage
+from ttsearch.scorers.progress_advantage import ProgressAdvantage, ProgressAdvantageCentered
 from ttsearch.scorers.reward_model import RewardModel
 
 SCORERS: dict[str, type] = {
     "progress_advantage": ProgressAdvantage,
+    "progress_advantage_centered": ProgressAdvantageCentered,
     "policy_logprob": PolicyLogProb,
     "reference_logprob": ReferenceLogProb,
     "self_certainty": SelfCertainty,

@@ -9,7 +9,8 @@
 
 Controllers: greedy, trajectory_best_of_n, step_best_of_n, beam, best_first, mcts (see
 :data:`CONTROLLERS`). Early stopping: :class:`AdaptiveN`, :class:`DeepConf`,
-:class:`ConfidenceGate`. Budget sweeps: :mod:`ttsearch.search.sweep`.
+:class:`ConfidenceGate`. Best-of-N selection modes (best, weighted, majority votes):
+:mod:`ttsearch.search.selection`. Budget sweeps: :mod:`ttsearch.search.sweep`.
 """
 
 from ttsearch.search.base import Controller, SearchContext, SearchResult, derive_seed
@@ -29,6 +30,7 @@ from ttsearch.search.early_stopping import (
 from ttsearch.search.greedy import Greedy
 from ttsearch.search.mcts import MCTS
 from ttsearch.search.registry import CONTROLLERS, controller_options, make_controller
+from ttsearch.search.selection import SELECTIONS, final_answer, select
 from ttsearch.search.step_bon import StepBestOfN
 from ttsearch.search.trajectory_bon import TrajectoryBestOfN
 from ttsearch.search.tree import SearchTree
@@ -38,5 +40,5 @@ __all__ = [
     "LIMITS", "Allowance", "Budget", "Ledger", "Usage", "EARLY_STOPS", "AdaptiveN", "ConfidenceGate",
     "DeepConf", "EarlyStopReport", "calibrate_threshold", "make_early_stop", "Greedy", "MCTS",
     "CONTROLLERS", "controller_options", "make_controller", "StepBestOfN", "TrajectoryBestOfN",
-    "SearchTree",
+    "SearchTree", "SELECTIONS", "final_answer", "select",
 ]

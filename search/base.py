@@ -29,8 +29,8 @@ from typing import Any, ClassVar
 
 from ttsearch.agents.base import Candidate, Proposer, step_from_candidate
 from ttsearch.envs.base import Env, Observation, Step, StepResult, Task, Trajectory
-from ttsearch.envs.errors import ConfigError, unknown_choice
-from ttsearch.scorers.base import Scorer, token_needs
+from ttsearch.envs.errors import BudgetExhausted, ConfigError, unknown_choice
+from ttsearch.scorers.base import Scorer, token_fields, token_needs
 from ttsearch.search.branching import Brancher
 from ttsearch.search.budget import Allowance, Budget, Ledger, Usage
 from ttsearch.search.early_stopping import (
@@ -140,6 +140,11 @@ class SearchContext:
         if rule is not None:
             top = max(top, rule.top_logprobs)
         self.scores_reference, self.top_logprobs = needs_ref, top
+        fields = token_fields([scorer]) if score_steps else frozenset()
+        # only when asked, so a Proposer without these options serves every other scorer
+        self.token_options = {name: True for name, field_ in (("token_kl", "token_kl"),
+                                                             ("decisive_spans", "decisive_span"))
+                              if field_ in fields}
         budget.check_feasible(max_new_tokens=int(agent.max_new_tokens), scores_reference=needs_ref)
         self.ledger = Ledger(agent, budget, scores_reference=needs_ref)
         self.meter = EarlyStopMeter(rule) if rule is not None else None
@@ -166,10 +171,16 @@ class SearchContext:
     # -- the model ----------------------------------------------------------------------------
     def propose(self, states: Sequence[Trajectory], allowance: Allowance, *, key: Sequence[Any],
                 greedy: bool = False) -> list[list[Candidate]]:
-        """One batched call for ``states[:allowance.states]`` × ``allowance.k`` candidates."""
+        """One batched call for ``states[:allowance.states]`` × ``allowance.k`` candidates.
+
+        An empty allowance raises :class:`BudgetExhausted` naming the limit: a controller may
+        let it propagate, and ``Controller.run`` then returns the deepest path executed so far."""
+        if not allowance:
+            raise BudgetExhausted(allowance.limit or "unknown")
         states = list(states)[: allowance.states]
         out = self.agent.propose(states, k=allowance.k, seed=self.seed_for(*key), greedy=greedy,
-                                 score_reference=self.scores_reference, top_logprobs=self.top_logprobs)
+                                 score_reference=self.scores_reference, top_logprobs=self.top_logprobs,
+                                 **self.token_options)
         self.ledger.proposals += 1
         self.ledger.candidates += sum(len(group) for group in out)
         self.ledger.check_within()
@@ -233,6 +244,16 @@ class SearchContext:
             return None
         return float(self.scorer.score_trajectory(trajectory.steps))
 
+    def finish_exhausted(self, limit: str) -> SearchResult:
+        """The result when a budget limit ended the search mid-way: the deepest executed path."""
+        if self.tree is None:
+            raise BudgetExhausted(limit, f"budget limit {limit!r} reached before the episode started")
+        depth = self.tree.graph.nodes
+        node = max(self.tree.executed(), key=lambda n: (depth[n]["depth"], -n), default=None)
+        trajectory = self.tree.trajectory(node) if node is not None else Trajectory(
+            self.task, self.tree.initial_observation, (), self.tree.system_prompt)
+        return self.finish(trajectory, f"budget:{limit}", node=node)
+
     def finish(self, trajectory: Trajectory, stop_reason: str, *, node: int | None = None,
                branching: str = "none", uses_reward: bool = False,
                rollout_trajectories: Sequence[Trajectory] = (), **info: Any) -> SearchResult:
@@ -287,6 +308,8 @@ class Controller(ABC):
         ctx = SearchContext(self, task, env_factory, agent, scorer, budget, score_steps=self._scores_steps())
         try:
             return self._run(ctx)
+        except BudgetExhausted as exhausted:
+            return ctx.finish_exhausted(exhausted.limit)
         finally:
             ctx.close()
 

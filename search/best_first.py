@@ -3,7 +3,7 @@
     BestFirst(expand=4, batch=2).run(task, task.make, agent, make_scorer("progress_advantage"), budget)
 
 The frontier holds every executed, not yet expanded node — finished episodes included — ordered
-by cumulative step score (sum along the path; cumulative PA estimates return − V*(s₀), DESIGN §1).
+by cumulative step score (sum along the path; cumulative PA estimates return − V*(s₀), docs/design.md, "Progress advantage").
 Each iteration pops the ``batch`` best nodes: when the best of them is a finished episode, it is
 the answer (no open node scores higher); otherwise the open ones are expanded together in ONE
 batched ``propose`` (``expand`` candidates each), every distinct child is executed (snapshot or

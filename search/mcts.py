@@ -14,7 +14,7 @@ alike) and Q(c) is the mean value backed up through c (an unvisited child counts
 min-max normalised over every value seen in this search (as MuZero does, so ``c_puct`` does not
 depend on the scorer's scale). It stops
 at a node with no children: that node's value — its cumulative step score from the episode
-start, which for PA estimates return − V*(s₀) (DESIGN §1) — is backed up along the path, and the
+start, which for PA estimates return − V*(s₀) (docs/design.md, "Progress advantage") — is backed up along the path, and the
 node is queued for expansion. Up to ``batch`` distinct leaves are expanded together in ONE
 batched ``propose``. Finished episodes are valued by their cumulative score too, unless
 ``use_env_reward=True`` (then by their env return; the result says

@@ -6,16 +6,22 @@
     best, cheapest = best_point(points), cheapest_within(points, tolerance=0.02)
     plot_sweep(points, "runs/sweep/sweep.png", cheapest=cheapest)
 
-A point is one budget run on every task: its success rate (with the binomial standard error)
-and the mean compute actually used per episode (generated + scored tokens, calls, env steps).
-``cheapest_within`` names the budget with the least mean tokens whose success rate is within
-``tolerance`` (absolute, e.g. 0.02 = 2 points) of the best point's.
+A point is one budget run on every task: its success rate (with the standard error of every
+ttsearch table, ``scorers.metrics.mean_and_stderr``) and the mean compute actually used per
+episode (generated + scored tokens, calls, env steps). ``cheapest_within`` names the budget with
+the least mean tokens whose success rate is within ``tolerance`` (absolute, e.g. 0.02 = 2
+points) of the best point's.
+
+``out`` is a resumable record: its folder is created when missing, each point is appended as it
+finishes, and a rerun reads back the points it already holds for the same sweep (same ``key``,
+controller, early stop, scorer and tasks) instead of running them again, so the file never
+holds a budget twice. Other sweeps may share the file; their lines are left alone.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -25,6 +31,7 @@ from ttsearch.agents.base import Proposer
 from ttsearch.envs.base import Env, Task
 from ttsearch.envs.errors import ConfigError, unknown_choice
 from ttsearch.scorers.base import Scorer
+from ttsearch.scorers.metrics import mean_and_stderr
 from ttsearch.search.base import Controller, SearchResult
 from ttsearch.search.budget import LIMITS, Budget
 
@@ -50,8 +57,9 @@ class SweepPoint:
 
     @property
     def stderr(self) -> float:
-        p = self.success_rate
-        return math.sqrt(p * (1 - p) / self.episodes) if self.episodes else 0.0
+        if not self.episodes:
+            return 0.0
+        return float(mean_and_stderr([1.0] * self.successes + [0.0] * (self.episodes - self.successes))[1])
 
     @property
     def label(self) -> str:
@@ -62,6 +70,12 @@ class SweepPoint:
         out["budget"] = self.budget.to_dict()
         out.update(label=self.label, success_rate=self.success_rate, stderr=self.stderr)
         return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SweepPoint:
+        """The point a ``to_dict`` line holds (derived fields are recomputed, not read)."""
+        values = {f: data[f] for f in cls.__dataclass_fields__ if f != "budget"}
+        return cls(budget=Budget(**data["budget"]), **values)
 
 
 def budget_grid(limit: str, values: Sequence[float], base: Budget | None = None) -> list[Budget]:
@@ -89,25 +103,71 @@ def summarize(budget: Budget, results: Sequence[SearchResult]) -> SweepPoint:
     )
 
 
+def sweep_id(controller: Controller, scorer: Scorer, tasks: Sequence[Task], key: str | None = None) -> str:
+    """What identifies one sweep in a points file, beyond the budget of each point."""
+    ident = {"key": key, "controller": controller.name, "early_stop": controller.early_stop_label,
+             "scorer": scorer.name, "tasks": [[t.env, t.id, t.seed] for t in tasks]}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _finished_points(path: Path, ident: str) -> dict[str, SweepPoint]:
+    """Points of sweep ``ident`` already in ``path`` by budget label; a partial last line (a
+    crash mid-write) is cut off so that the next append starts on a line of its own."""
+    if not path.exists():
+        return {}
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        data = data[: data.rfind(b"\n") + 1]
+        with path.open("r+b") as fh:
+            fh.truncate(len(data))
+    done = {}
+    for number, line in enumerate(data.decode().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise ConfigError(f"{path} line {number} is not JSON; move the file away or use another out") from None
+        if row.get("sweep") == ident:
+            point = SweepPoint.from_dict(row)
+            done[point.label] = point
+    return done
+
+
 def run_sweep(controller: Controller, tasks: Sequence[Task], agent: Proposer, scorer: Scorer,
               budgets: Sequence[Budget], *, env_factory: Callable[[Task], Callable[[], Env]] | None = None,
-              out: str | Path | None = None, progress: Callable[[str], None] | None = None) -> list[SweepPoint]:
-    """Run ``controller`` on every task under every budget; append each point to ``out`` (JSONL)."""
+              out: str | Path | None = None, progress: Callable[[str], None] | None = None,
+              key: str | None = None) -> list[SweepPoint]:
+    """Run ``controller`` on every task under every budget; with ``out`` (JSONL) append each point
+    as it finishes and reuse the points of this sweep already there (module docstring). ``key``
+    names what else the caller's sweep depends on (pair, sampling, controller options...)."""
     if not tasks:
         raise ConfigError("a budget sweep needs at least one task")
+    path = None if out is None else Path(out)
+    ident = sweep_id(controller, scorer, tasks, key)
+    done: dict[str, SweepPoint] = {}
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        done = _finished_points(path, ident)
     points = []
-    for budget in budgets:
+    for i, budget in enumerate(budgets, 1):
+        label = summarize(budget, []).label
+        if label in done:
+            points.append(done[label])
+            if progress is not None:
+                progress(f"[{i}/{len(budgets)}] {label}: already in {path}")
+            continue
         results = [controller.run(task, env_factory(task) if env_factory else task.make, agent, scorer, budget)
                    for task in tasks]
         point = summarize(budget, results)
         points.append(point)
-        if out is not None:
-            with Path(out).open("a") as fh:
-                fh.write(json.dumps({"controller": controller.name, "scorer": scorer.name,
+        if path is not None:
+            with path.open("a") as fh:
+                fh.write(json.dumps({"sweep": ident, "controller": controller.name, "scorer": scorer.name,
                                      "early_stop": controller.early_stop_label, **point.to_dict()}) + "\n")
+                fh.flush()
         if progress is not None:
-            progress(f"{point.label}: success {point.success_rate:.3f} ± {point.stderr:.3f}, "
-                     f"{point.mean_tokens:.1f} tokens/episode")
+            progress(f"[{i}/{len(budgets)}] {label}: {len(tasks)} episodes done")
     return points
 
 

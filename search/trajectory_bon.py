@@ -3,12 +3,14 @@
     TrajectoryBestOfN(n=8).run(task, task.make, agent, make_scorer("progress_advantage"), budget)
     TrajectoryBestOfN(n=16, early_stop=AdaptiveN(wave=4))                 # stop once the pick is settled
     TrajectoryBestOfN(n=16, early_stop=DeepConf(warmup=4, percentile=50))  # prune weak rollouts online
+    TrajectoryBestOfN(n=8, selection="weighted_majority")   # vote on the final answer (search/selection.py)
 
 Needs only ``reset``: each rollout of a wave plays in its own env from ``env_factory`` (reset
 with the task seed). Rollouts of a wave advance in lock-step, one batched ``propose`` (one
 sampled candidate per rollout) per step. The pick is ``scorer.score_trajectory`` over the
 finished rollouts (the earliest on ties; unfinished ones only when none finished; DeepConf-pruned
-ones never, unless nothing else exists). Under a tight budget the later rollouts of a wave are
+ones never, unless nothing else exists); ``selection`` other than ``best`` votes on the rollouts'
+final answers instead (``search/selection.py``; only in envs with ``has_final_answer``). Under a tight budget the later rollouts of a wave are
 cut (status ``cut``) so the earlier ones can finish.
 """
 
@@ -18,8 +20,10 @@ import math
 from dataclasses import dataclass
 
 from ttsearch.envs.base import Env, Trajectory
+from ttsearch.envs.errors import ConfigError
 from ttsearch.search.base import Controller, SearchContext, SearchResult
 from ttsearch.search.early_stopping import AdaptiveN, DeepConf
+from ttsearch.search.selection import check_selection, final_answer, select
 
 
 @dataclass(slots=True)
@@ -41,10 +45,15 @@ class TrajectoryBestOfN(Controller):
     branching_need = "reset"
     early_stops = ("adaptive", "deepconf")
 
-    def __init__(self, *, n: int = 8, seed: int = 0, max_steps: int = 100, early_stop=None):
+    def __init__(self, *, n: int = 8, seed: int = 0, max_steps: int = 100, early_stop=None,
+                 selection: str = "best", temperature: float | None = None):
         super().__init__(seed=seed, max_steps=max_steps, early_stop=early_stop)
         self._check_positive(self.name, n=n)
         self.n = n
+        self.selection = check_selection(selection)
+        if temperature is not None and not (isinstance(temperature, (int, float)) and temperature > 0):
+            raise ConfigError(f"{self.name}: temperature must be a number > 0 or None, got {temperature!r}")
+        self.temperature = temperature
 
     def _waves(self) -> list[int]:
         rule = self.early_stop
@@ -65,6 +74,7 @@ class TrajectoryBestOfN(Controller):
         for wave, size in enumerate(waves):
             while len(envs) < size:
                 envs.append(ctx.make_env())
+                self._check_answers(envs[-1])
             batch = []
             for env in envs[:size]:
                 obs = env.reset(seed=ctx.task.seed)
@@ -148,10 +158,16 @@ class TrajectoryBestOfN(Controller):
         meter.skipped_candidates += round(sum(max(0.0, mean_len - len(r.trajectory.steps))
                                                for r in rollouts if r.status == "pruned"))
 
-    @staticmethod
-    def _pick(ctx: SearchContext, rollouts: list[_Rollout]) -> _Rollout:
+    def _check_answers(self, env: Env) -> None:
+        if self.selection != "best" and not getattr(env, "has_final_answer", False):
+            raise ConfigError(f"{self.name}: selection={self.selection!r} votes on final answers, but "
+                              f"{type(env).__name__} has none (Env.has_final_answer); use selection='best'")
+
+    def _pick(self, ctx: SearchContext, rollouts: list[_Rollout]) -> _Rollout:
         for eligible in (("done",), ("done", "max_steps", "alive", "cut"), ("pruned",)):
             pool = [r for r in rollouts if r.status in eligible and r.trajectory.steps]
             if pool:
-                return max(pool, key=lambda r: (ctx.trajectory_score(r.trajectory), -r.index))
+                scores = [ctx.trajectory_score(r.trajectory) for r in pool]
+                answers = [final_answer(r.trajectory) for r in pool] if self.selection != "best" else [None] * len(pool)
+                return pool[select(scores, answers, self.selection, temperature=self.temperature)]
         return rollouts[0]

@@ -101,6 +101,10 @@ class SearchTree:
             raise KeyError(f"node {node} was not executed in the environment")
         return self._steps[node]
 
+    def executed(self) -> list[int]:
+        """Every node whose step was executed in the environment."""
+        return list(self._steps)
+
     def trajectory(self, node: int) -> Trajectory:
         """The trajectory from the root to ``node`` (every node on the path was executed)."""
         steps = tuple(self.step(n) for n in self.path(node))

@@ -1,4 +1,4 @@
-"""Token/step aggregations against hand computations (DESIGN §1)."""
+"""Token/step aggregations against hand computations (docs/design.md, "The paper's definitions")."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from ttsearch.scorers.aggregation import (
     bottom_fraction,
 )
 
+from tolerances import EXACT
+
 VALUES = [-0.5, -2.0, -0.25, -1.0]
 
 
@@ -25,7 +27,7 @@ VALUES = [-0.5, -2.0, -0.25, -1.0]
     [("mean", -0.9375), ("sum", -3.75), ("min", -2.0), ("max", -0.25), ("last", -1.0)],
 )
 def test_token_aggregations_by_hand(name, expected):
-    assert aggregate_tokens(VALUES, name) == pytest.approx(expected, abs=1e-12)
+    assert aggregate_tokens(VALUES, name) == pytest.approx(expected, abs=EXACT)
 
 
 @pytest.mark.parametrize(
@@ -34,7 +36,7 @@ def test_token_aggregations_by_hand(name, expected):
      ("bottom10", -2.0)],
 )
 def test_step_aggregations_by_hand(name, expected):
-    assert aggregate_steps(VALUES, name) == pytest.approx(expected, abs=1e-12)
+    assert aggregate_steps(VALUES, name) == pytest.approx(expected, abs=EXACT)
 
 
 def test_name_sets_are_the_designed_ones():
@@ -68,7 +70,7 @@ def test_bottom10_small_counts(values, expected):
 def test_bottom10_25_steps_takes_three():
     # 25 steps: ceil(2.5) = 3 lowest = -4, -3, 0.5 (placed out of order on purpose).
     values = [5.0] * 22 + [-3.0, 0.5, -4.0]
-    assert aggregate_steps(values, "bottom10") == pytest.approx((-4.0 - 3.0 + 0.5) / 3)
+    assert aggregate_steps(values, "bottom10") == pytest.approx((-4.0 - 3.0 + 0.5) / 3, abs=EXACT)
 
 
 def test_bottom10_30_steps_is_exact_three_not_float_four():
@@ -101,8 +103,9 @@ finite = st.floats(min_value=-50, max_value=50, allow_nan=False, allow_infinity=
 
 @given(st.lists(finite, min_size=1, max_size=40))
 def test_sum_is_mean_times_len(values):
+    # float64: sum/len*len re-rounds twice, values <= 50 x 40 terms: <= 2000 * 2**-52 ≈ 4e-13
     assert aggregate_tokens(values, "sum") == pytest.approx(
-        aggregate_tokens(values, "mean") * len(values), abs=1e-9)
+        aggregate_tokens(values, "mean") * len(values), abs=EXACT)
 
 
 @given(st.lists(finite, min_size=1, max_size=40))
@@ -110,7 +113,7 @@ def test_order_relations(values):
     lo, hi = aggregate_steps(values, "min"), aggregate_steps(values, "max")
     mean = aggregate_steps(values, "mean")
     bottom = aggregate_steps(values, "bottom10")
-    assert lo - 1e-12 <= bottom <= mean + 1e-9 and mean <= hi + 1e-9
+    assert lo - EXACT <= bottom <= mean + EXACT and mean <= hi + EXACT
     assert aggregate_steps(values, "last") == values[-1]
     k = math.ceil(len(values) / 10)
-    assert bottom == pytest.approx(sum(sorted(values)[:k]) / k, abs=1e-9)
+    assert bottom == pytest.approx(sum(sorted(values)[:k]) / k, abs=EXACT)

@@ -136,8 +136,9 @@ def test_correct_env_passes_every_check():
     assert report.gold_success is True
     assert [c.name for c in report.checks] == ["reset", "step_types", "garbage_action",
                                                "step_after_done", "determinism", "snapshot",
-                                               "gold", "close"]
-    assert all(c.passed and c.required for c in report.checks)
+                                               "gold", "close", "speed"]
+    assert all(c.passed and c.required for c in report.checks[:-1])
+    assert report.check("speed").passed and not report.check("speed").required and not report.slow
     assert report.env == "LineEnv"
     assert "7 flagged info['invalid_action']" in report.check("garbage_action").detail
     assert "raises EnvError" in report.check("step_after_done").detail

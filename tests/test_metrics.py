@@ -28,6 +28,8 @@ from ttsearch.benchmarks.report.metrics_uq import (
 )
 from ttsearch.envs.errors import ConfigError
 
+from tolerances import EXACT
+
 # --- TTS --------------------------------------------------------------------------------------
 
 
@@ -51,17 +53,17 @@ def test_best_of_n_equals_enumeration_over_all_subsets(ties):
             scores[0] = None  # a missing score ranks last
         success = [int(x) for x in rng.integers(0, 2, size)]
         for n in range(1, size + 1):
-            assert best_of_n(scores, success, n, ties=ties) == pytest.approx(brute_best_of_n(scores, success, n, ties))
-        assert selection_weights(scores, 1, ties=ties).sum() == pytest.approx(1.0)
+            assert best_of_n(scores, success, n, ties=ties) == pytest.approx(brute_best_of_n(scores, success, n, ties), abs=EXACT)
+        assert selection_weights(scores, 1, ties=ties).sum() == pytest.approx(1.0, abs=EXACT)
 
 
 def test_best_of_n_hand_values():
     scores, success = [0.3, 0.9, 0.1, 0.9], [1, 0, 1, 1]
-    assert best_of_n(scores, success, 2) == pytest.approx(0.5)           # ranks: 1, 3, 0, 2 -> 3/6·0 + 2/6 + 1/6
-    assert best_of_n(scores, success, 2, ties="average") == pytest.approx(3.5 / 6)  # {1,3} counts 1/2
-    assert best_of_n(scores, success, 1) == pytest.approx(0.75)           # n = 1 is pass@1
+    assert best_of_n(scores, success, 2) == pytest.approx(0.5, abs=EXACT)           # ranks: 1, 3, 0, 2 -> 3/6·0 + 2/6 + 1/6
+    assert best_of_n(scores, success, 2, ties="average") == pytest.approx(3.5 / 6, abs=EXACT)  # {1,3} counts 1/2
+    assert best_of_n(scores, success, 1) == pytest.approx(0.75, abs=EXACT)           # n = 1 is pass@1
     assert best_of_n(scores, success, 4) == 0.0                           # the top score (index 1) fails
-    assert best_of_n(scores, success, 4, ties="average") == pytest.approx(0.5)
+    assert best_of_n(scores, success, 4, ties="average") == pytest.approx(0.5, abs=EXACT)
 
 
 def test_pass_at_k_is_the_fraction_of_subsets_with_a_success():
@@ -71,8 +73,8 @@ def test_pass_at_k_is_the_fraction_of_subsets_with_a_success():
         success = [int(x) for x in rng.integers(0, 2, size)]
         for k in range(1, size + 1):
             brute = np.mean([any(success[i] for i in sub) for sub in itertools.combinations(range(size), k)])
-            assert pass_at_k(success, k) == pytest.approx(brute)
-    assert pass_at_k([1, 0, 0, 1], 2) == pytest.approx(5 / 6)
+            assert pass_at_k(success, k) == pytest.approx(brute, abs=EXACT)
+    assert pass_at_k([1, 0, 0, 1], 2) == pytest.approx(5 / 6, abs=EXACT)
     with pytest.raises(ConfigError, match="subset size"):
         pass_at_k([1, 0], 3)
 
@@ -86,9 +88,9 @@ def test_subset_sizes_and_curve():
     assert list(curve) == [1, 2]  # the smallest N
     # n=1: task means 0.5 and 1/3; n=2: task 1 picks index 1 (success); task 2 over 3 pairs: (0,1)->0 ok,
     # (0,2)->2 fail, (1,2)->2 fail -> 1/3
-    assert curve[1][0] == pytest.approx((0.5 + 1 / 3) / 2)
-    assert curve[2][0] == pytest.approx((1 + 1 / 3) / 2)
-    assert curve[2][1] == pytest.approx(np.std([1, 1 / 3], ddof=1) / math.sqrt(2))
+    assert curve[1][0] == pytest.approx((0.5 + 1 / 3) / 2, abs=EXACT)
+    assert curve[2][0] == pytest.approx((1 + 1 / 3) / 2, abs=EXACT)
+    assert curve[2][1] == pytest.approx(np.std([1, 1 / 3], ddof=1) / math.sqrt(2), abs=EXACT)
 
 
 # --- UQ ---------------------------------------------------------------------------------------
@@ -96,10 +98,10 @@ def test_subset_sizes_and_curve():
 
 def test_auroc_auprc_spearman_by_hand():
     scores, success = [0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]
-    assert auroc(scores, success) == pytest.approx(3 / 4)  # 3 of 4 (pos, neg) pairs ordered right
-    assert auprc(scores, success) == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
-    assert spearman(scores, success) == pytest.approx(1 / math.sqrt(5))
-    assert auroc([1, 1, 2], [0, 1, 1]) == pytest.approx((1 + 0.5) / 2)  # a tie counts one half
+    assert auroc(scores, success) == pytest.approx(3 / 4, abs=EXACT)  # 3 of 4 (pos, neg) pairs ordered right
+    assert auprc(scores, success) == pytest.approx(0.5 * 1 + 0.5 * 2 / 3, abs=EXACT)
+    assert spearman(scores, success) == pytest.approx(1 / math.sqrt(5), abs=EXACT)
+    assert auroc([1, 1, 2], [0, 1, 1]) == pytest.approx((1 + 0.5) / 2, abs=EXACT)  # a tie counts one half
     assert auroc([1, 2], [1, 1]) is None and auprc([1, 2], [0, 0]) is None
     assert spearman([1, 1, 1], [0, 1, 0]) is None
 
@@ -109,11 +111,11 @@ def test_ece_and_reliability_by_hand():
     success = [0, 1, 0, 1, 0]
     bins = reliability_bins(probs, success, n_bins=10)
     assert [b["count"] for b in bins] == [1, 2, 0, 0, 0, 0, 0, 0, 0, 2]
-    assert bins[1]["confidence"] == pytest.approx(0.135) and bins[1]["accuracy"] == 0.5
+    assert bins[1]["confidence"] == pytest.approx(0.135, abs=EXACT) and bins[1]["accuracy"] == 0.5
     assert bins[2]["accuracy"] is None
     # |0 − 0.05|·1 + |0.5 − 0.135|·2 + |0.5 − 0.975|·2 over 5
-    assert ece(probs, success, n_bins=10) == pytest.approx((0.05 + 0.365 * 2 + 0.475 * 2) / 5)
-    assert ece(probs, success, n_bins=1) == pytest.approx(abs(0.4 - np.mean(probs)))
+    assert ece(probs, success, n_bins=10) == pytest.approx((0.05 + 0.365 * 2 + 0.475 * 2) / 5, abs=EXACT)
+    assert ece(probs, success, n_bins=1) == pytest.approx(abs(0.4 - np.mean(probs)), abs=EXACT)
 
 
 def test_unit_interval_mappings():
@@ -122,7 +124,7 @@ def test_unit_interval_mappings():
     s, used = to_unit_interval([0.2, 0.9])
     assert used == "identity" and s.tolist() == [0.2, 0.9]
     s, used = to_unit_interval([5.0, -1.0, 5.0, 7.0], "rank")
-    assert used == "rank" and s.tolist() == pytest.approx([(2.5 - 1) / 3, 0.0, (2.5 - 1) / 3, 1.0])
+    assert used == "rank" and s.tolist() == pytest.approx([(2.5 - 1) / 3, 0.0, (2.5 - 1) / 3, 1.0], abs=EXACT)
     with pytest.raises(ConfigError, match="identity"):
         to_unit_interval([2.0], "identity")
     with pytest.raises(ConfigError, match="unknown calibration mapping"):
@@ -131,14 +133,14 @@ def test_unit_interval_mappings():
 
 def test_uq_metrics_drops_missing_scores_and_explains_nulls():
     m = uq_metrics([0.1, None, 0.4, 0.35, 0.8], [0, 1, 0, 1, 1], [0, 1, 0, 1, 1])
-    assert m["n"] == 4 and m["auroc"] == pytest.approx(0.75) and m["mapping"] == "identity"
+    assert m["n"] == 4 and m["auroc"] == pytest.approx(0.75, abs=EXACT) and m["mapping"] == "identity"
     assert "without a score" in m["notes"][0]
     one_class = uq_metrics([-1.0, -2.0], [0, 0], [0.0, 0.0])
     assert one_class["auroc"] is None and one_class["spearman"] is None and one_class["mapping"] == "minmax"
     assert any("only failures" in note for note in one_class["notes"])
     assert any("constant reward" in note for note in one_class["notes"])
     # ece: minmax maps to [1, 0] (both failures): |0 − 1|·1 + |0 − 0|·1 over 2
-    assert one_class["ece"] == pytest.approx(0.5)
+    assert one_class["ece"] == pytest.approx(0.5, abs=EXACT)
 
 
 # --- FA ---------------------------------------------------------------------------------------
@@ -149,13 +151,13 @@ def test_attribution_accuracy_and_mae_by_hand():
     truths = [1, 1, 3, 0]
     # min_cumulative: [0.2, -0.7, -0.6] -> 1; [-0.1, 0.2] -> 0; [0.5, 0.9, 0.7, 0.4] -> 3
     m = attribution_metrics(steps, truths, method="min_cumulative")
-    assert m == {"method": "min_cumulative", "n": 3, "skipped": 1, "accuracy": pytest.approx(2 / 3),
-                 "mae": pytest.approx(1 / 3), "within_one": 1.0}
+    assert m == {"method": "min_cumulative", "n": 3, "skipped": 1, "accuracy": pytest.approx(2 / 3, abs=EXACT),
+                 "mae": pytest.approx(1 / 3, abs=EXACT), "within_one": 1.0}
     both = all_methods(steps, truths)
     # sharpest_drop (argmin A_t): 1, 0, 3 ; sharpest_abs_drop (largest A_{t-1} − A_t): 1 (1.1), 0 (none), 2 (0.6)
-    assert both["sharpest_drop"]["accuracy"] == pytest.approx(2 / 3)
-    assert both["sharpest_abs_drop"]["accuracy"] == pytest.approx(1 / 3)
-    assert both["sharpest_abs_drop"]["mae"] == pytest.approx((0 + 1 + 1) / 3)
+    assert both["sharpest_drop"]["accuracy"] == pytest.approx(2 / 3, abs=EXACT)
+    assert both["sharpest_abs_drop"]["accuracy"] == pytest.approx(1 / 3, abs=EXACT)
+    assert both["sharpest_abs_drop"]["mae"] == pytest.approx((0 + 1 + 1) / 3, abs=EXACT)
     empty = attribution_metrics([], [])
     assert empty["accuracy"] is None and empty["mae"] is None
 
@@ -172,14 +174,15 @@ def test_budget_tuning_picks_the_cheapest_arm_within_one_stderr():
     table = tune(episodes)
     # easy: best bon8 = 1.0 with stderr 0 -> only bon8 qualifies
     assert table.best["easy"].arm == "bon8" and table.choice["easy"].arm == "bon8"
-    # hard: best bon8 0.6, stderr √(0.24/10) = 0.155 -> beam (0.5) qualifies and is cheaper
-    assert table.tolerance["hard"] == pytest.approx(math.sqrt(0.24 / 10))
+    # hard: best bon8 0.6, stderr √(0.24/9) = 0.163 (sample std, n − 1: the one formula of every
+    # table) -> beam (0.5) qualifies and is cheaper
+    assert table.tolerance["hard"] == pytest.approx(math.sqrt(0.24 / 9), abs=EXACT)
     assert table.choice["hard"].arm == "beam"
     assert [c.arm for c in table.cells["hard"]] == ["greedy", "beam", "bon8"]
-    assert table.cells["hard"][0].success == pytest.approx(0.2) and table.cells["hard"][0].mean_tokens == 20
+    assert table.cells["hard"][0].success == pytest.approx(0.2, abs=EXACT) and table.cells["hard"][0].mean_tokens == 20
     # a fixed tolerance of 0.15 keeps greedy out on easy? 0.9 >= 1.0 − 0.15: greedy qualifies
     assert tune(episodes, tolerance=0.15).choice["easy"].arm == "greedy"
-    # all: greedy 11/20, beam 5/10, bon8 16/20 (stderr 0.089) -> only bon8
+    # all: greedy 11/20, beam 5/10, bon8 16/20 (stderr 0.092) -> only bon8
     assert table.choice["all"].arm == "bon8" and table.cells["all"][0].n == 20
     with pytest.raises(ConfigError, match="tolerance"):
         tune(episodes, tolerance=-1)
@@ -193,6 +196,6 @@ def test_positional_attribution_baselines_by_hand():
     assert out["first_step"] == {"n": 3, "accuracy": 1 / 3, "mae": 4 / 3}
     assert out["last_step"] == {"n": 3, "accuracy": 1 / 3, "mae": 2 / 3}
     # uniform: accuracy mean(1/4, 1/2, 1/3); MAE mean of (3+2+1+0)/4, (0+1)/2, (1+0+1)/3
-    assert out["uniform_random"]["accuracy"] == pytest.approx((1 / 4 + 1 / 2 + 1 / 3) / 3)
-    assert out["uniform_random"]["mae"] == pytest.approx((6 / 4 + 1 / 2 + 2 / 3) / 3)
+    assert out["uniform_random"]["accuracy"] == pytest.approx((1 / 4 + 1 / 2 + 1 / 3) / 3, abs=EXACT)
+    assert out["uniform_random"]["mae"] == pytest.approx((6 / 4 + 1 / 2 + 2 / 3) / 3, abs=EXACT)
     assert positional_baselines([], [])["last_step"]["accuracy"] is None

@@ -1,10 +1,15 @@
-"""PlainActionParser cases and the never-crashing parse_candidate."""
+"""PlainActionParser and AdmissibleMatchParser cases, and the never-crashing parse_candidate."""
 
 from __future__ import annotations
 
 import pytest
 
-from ttsearch.agents.parsing import ActionParser, PlainActionParser, parse_candidate
+from ttsearch.agents.parsing import (
+    ActionParser,
+    AdmissibleMatchParser,
+    PlainActionParser,
+    parse_candidate,
+)
 from ttsearch.envs.errors import ParseError
 
 MOVES = ("north", "south", "east", "west", "pick up the key")
@@ -66,3 +71,33 @@ def test_parse_candidate_never_raises():
     assert isinstance(Broken(), ActionParser)
     action, error = parse_candidate(Broken(), "north")
     assert action == "north" and error.startswith("parser Broken crashed: KeyError")
+
+
+# --- AdmissibleMatchParser: the admissible move named in free text -----------------------------
+
+COMPASS = ("north", "east", "south", "west")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("The exit is 3 east", "east"),                   # SmolLM2 on the corridor
+    ("3 east is the opposite of 3 west.", "east"),   # the earliest mention wins
+    ("EAST.", "east"),                               # case-insensitive, punctuation around
+    ("south\nsouth", "south"),                       # the maze pair's repeated moves
+    ("Go North, then east", "north"),
+])
+def test_admissible_match_finds_the_first_whole_word_move(text, expected):
+    assert AdmissibleMatchParser().parse(text, admissible=COMPASS) == expected
+
+
+@pytest.mark.parametrize("text", ["northnorth", "westeast", "03 is 24", "", "eastward"])
+def test_admissible_match_refuses_moves_glued_to_other_text(text):
+    with pytest.raises(ParseError, match="no admissible action"):
+        AdmissibleMatchParser().parse(text, admissible=COMPASS)
+
+
+def test_admissible_match_multiword_longest_and_fallback():
+    parser = AdmissibleMatchParser()
+    assert parser.parse("I will  go\nnorth now", admissible=("go", "go north")) == "go north"
+    assert parser.parse("take key (it is near)", admissible=("take key", "open door")) == "take key"
+    assert parser.parse("Action: open door\nmore", admissible=None) == "open door"  # plain fallback
+    assert parse_candidate(parser, "nothing here", admissible=COMPASS)[1].startswith("the message names no")

@@ -19,6 +19,8 @@ from ttsearch.benchmarks.perf.prop1_lm import (
 )
 from ttsearch.envs.maze.layout import ACTIONS
 
+from tolerances import model_tol, shipped_score_tol
+
 
 def test_the_general_path_reproduces_the_tiny_pair_measurement():
     """Same pair, same layouts: the renderer's prompts and the move+stop turns give the numbers of
@@ -28,9 +30,13 @@ def test_the_general_path_reproduces_the_tiny_pair_measurement():
     want = measure(pair_dir, layouts=3)
     got = measure_pair(pair_dir, layouts=3)
     assert got["n_states"] == want["n_states"] and got["move_turns"]["kind"] == "move text + stop token"
-    for key in ("spearman", "pearson", "argmax_agreement", "hard_optimal_agreement"):
-        assert got["pa"][key] == pytest.approx(want["pa_whole_turn"][key], abs=1e-6)
-    assert got["mean_abs_error"] == pytest.approx(want["mean_abs_error"], abs=1e-7)
+    # The two paths batch and pad differently, so the scores agree to float rounding: an adjacent
+    # rank swap of two near-equal scores moves a correlation over ~200 pairs by ~1e-6.
+    for key in ("spearman", "pearson"):
+        assert got["pa"][key] == pytest.approx(want["pa"][key], abs=1e-4)
+    for key in ("argmax_agreement", "hard_optimal_agreement"):
+        assert got["pa"][key] == want["pa"][key]
+    assert got["mean_abs_error"] == pytest.approx(want["mean_abs_error"], abs=shipped_score_tol("maze", tokens=2))
 
 
 def test_one_token_move_classes_are_every_token_the_parser_reads_as_the_move():
@@ -47,7 +53,7 @@ def test_one_token_move_classes_are_every_token_the_parser_reads_as_the_move():
     got = class_logprobs(pair.policy.model, prompts, turns, pad_id=0)
     for i, prompt in enumerate(prompts):
         with torch.no_grad():
-            logp = pair.policy.model(input_ids=torch.tensor([prompt])).logits[0, -1].double().log_softmax(-1)
+            logits = pair.policy.model(input_ids=torch.tensor([prompt])).logits[0, -1]
+        logp = logits.double().log_softmax(-1)
         want = [float(torch.logsumexp(logp[[t for (t,) in turns[m]]], 0)) for m in ACTIONS]
-        # float32 logits: ~1e-6 relative on log-probs of magnitude ~10
-        assert got[i] == pytest.approx(np.array(want), abs=1e-4)
+        assert got[i] == pytest.approx(np.array(want), abs=model_tol(pair.policy.model, logits))

@@ -3,8 +3,9 @@
 Tree tests use payloads whose row i is a hash of the token prefix ``tokens[:i+1]`` (as real KV
 is a function of the prefix), so any slice a match returns can be checked independently.
 Engine tests compare every log-prob with a plain full forward of the same weights (no cache,
-no mask, no padding, one sequence at a time), float32, atol 1e-5: random prefixes, shared
-trunks, branchings, duplicate candidates, and budgets that force evictions mid-run.
+no mask, no padding, one sequence at a time), within the float32 rounding of two computations
+(tests/tolerances.py): random prefixes, shared trunks, branchings, duplicate candidates, and
+budgets that force evictions mid-run.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ttsearch.agents.engines.transformers.radix_cache import RadixCache
 from ttsearch.envs.errors import BackendError, ConfigError
 from ttsearch.training.tiny_model import make_model, train_tokenizer
 
-ATOL = 1e-5
+from tolerances import model_tol
 
 
 # -- the tree ------------------------------------------------------------------------------
@@ -172,30 +173,45 @@ def model():
     )
 
 
-def _truth(model, prefix, cont):
+def _logits(model, ids):
     with torch.no_grad():
-        full = model(torch.tensor([list(prefix) + list(cont)])).logits[0].float().log_softmax(-1)
+        return model(torch.tensor([list(ids)])).logits[0].float()
+
+
+def _truth(model, prefix, cont):
+    full = _logits(model, list(prefix) + list(cont)).log_softmax(-1)
     rows = full[len(prefix) - 1 : len(prefix) - 1 + len(cont)]
     return rows.gather(1, torch.tensor(cont)[:, None])[:, 0]
 
 
-def same_draws(a, b):
+def _tol(model, prefix, cont):
+    """How far two correct computations of these log-probs may differ (tests/tolerances.py)."""
+    return model_tol(model, _logits(model, list(prefix) + list(cont)))
+
+
+def same_draws(model, prompts, a, b):
     """Same tokens, log-probs equal to float rounding: a repeat reads what the first call computed
     from the tree, which sums attention in another order."""
     assert [[(x.token_ids, x.finish_reason) for x in g] for g in a] == [[(x.token_ids, x.finish_reason) for x in g] for g in b]
-    for x, y in zip((x for g in a for x in g), (y for g in b for y in g)):
-        assert torch.allclose(torch.tensor(x.logprobs), torch.tensor(y.logprobs), atol=ATOL)
+    for p, ga, gb in zip(prompts, a, b, strict=True):
+        for x, y in zip(ga, gb, strict=True):
+            _same(x.logprobs, y.logprobs, _tol(model, p, x.token_ids))
 
 
-def same_scores(a, b):
-    for x, y in zip(a, b, strict=True):
-        assert torch.allclose(torch.tensor(x.logprobs), torch.tensor(y.logprobs), atol=ATOL)
+def same_scores(model, requests, a, b):
+    for r, x, y in zip(requests, a, b, strict=True):
+        _same(x.logprobs, y.logprobs, _tol(model, r.prefix_ids, r.continuation_ids))
 
 
 def _close(got, prefix, cont, model):
     assert torch.allclose(
-        torch.tensor(got, dtype=torch.float32), _truth(model, prefix, cont), atol=ATOL
+        torch.tensor(got, dtype=torch.float32), _truth(model, prefix, cont), rtol=0,
+        atol=_tol(model, prefix, cont),
     )
+
+
+def _same(a, b, tol):
+    assert torch.allclose(torch.tensor(a), torch.tensor(b), rtol=0, atol=tol)
 
 
 token = st.integers(0, 255)  # byte tokens: always in the vocabulary
@@ -222,10 +238,12 @@ trunks = st.lists(st.lists(token, min_size=1, max_size=30), min_size=1, max_size
         max_size=4,
     ),
     budget=st.sampled_from([0, 600, 4_000, 1 << 30]),
+    in_place=st.sampled_from([1, 4, 10**6]),
 )
-def test_engine_equals_full_forward_across_calls(model, trunk_pool, calls, budget):
-    """Random prefixes off shared trunks, K candidates / K samples each, any cache state."""
-    backend = TransformersBackend(model, cache_bytes=budget)
+def test_engine_equals_full_forward_across_calls(model, trunk_pool, calls, budget, in_place):
+    """Random prefixes off shared trunks, K candidates / K samples each, any cache state, cached
+    pieces read in place (every piece, pieces of 4+ tokens) or copied (none in place)."""
+    backend = TransformersBackend(model, cache_bytes=budget, in_place_min_tokens=in_place)
     for kind, prefix_specs, conts, seed in calls:
         prefixes = []
         for which, cut, suffix in prefix_specs:
@@ -285,12 +303,11 @@ def test_samples_from_a_cached_prefix_match_uncached_ones(model):
     for g_group, w_group, p in zip(got, want, prompts, strict=True):
         for g, w in zip(g_group, w_group, strict=True):
             assert g.token_ids == w.token_ids and g.finish_reason == w.finish_reason
-            assert torch.allclose(torch.tensor(g.logprobs), torch.tensor(w.logprobs), atol=ATOL)
-            assert torch.allclose(
-                torch.tensor(g.top_logprobs), torch.tensor(w.top_logprobs), atol=ATOL
-            )
+            tol = _tol(model, p, g.token_ids)
+            _same(g.logprobs, w.logprobs, tol)
+            _same(g.top_logprobs, w.top_logprobs, tol)
             _close(g.logprobs, p, g.token_ids, model)
-    same_draws(warm.sample(prompts, n=8, params=params), got)  # the same draws when repeated
+    same_draws(model, prompts, warm.sample(prompts, n=8, params=params), got)  # the same draws when repeated
 
 
 def test_exact_right_after_evictions(model):
@@ -306,7 +323,7 @@ def test_exact_right_after_evictions(model):
             _close(res.logprobs, prefix, c, model)
         again = backend.score([ScoreRequest(prefix, c) for c in conts])  # served from the tree
         assert backend.last_call.computed_tokens == 4 * 2
-        same_scores(again, out)
+        same_scores(model, [ScoreRequest(prefix, c) for c in conts], again, out)
     assert backend.stats.evictions > 0 and backend.cache.peak_bytes <= budget
 
 
@@ -332,10 +349,10 @@ def test_rows_sharing_new_tokens_in_one_call_stay_exact(model):
     ]  # trunk: only its last token is run
     params = SamplingParams(max_new_tokens=5, seed=4)
     first = backend.sample(prompts, n=3, params=params)
-    same_draws(backend.sample(prompts, n=3, params=params), first)
+    same_draws(model, prompts, backend.sample(prompts, n=3, params=params), first)
     reqs = [ScoreRequest(p, (9, 10, 11)) for p in prompts]
     scored = backend.score(reqs)
-    same_scores(backend.score(reqs), scored)
+    same_scores(model, reqs, backend.score(reqs), scored)
     for p, group, res in zip(prompts, first, scored, strict=True):
         _close(res.logprobs, p, (9, 10, 11), model)
         for s in group:
@@ -353,13 +370,13 @@ def test_naive_generate_baseline_draws_the_same_samples(model):
         engine.sample(prompts, n=3, params=params),
         naive.sample(prompts, n=3, params=params),
     )
-    for g_group, w_group in zip(got, want, strict=True):
+    for g_group, w_group, p in zip(got, want, prompts, strict=True):
         for g, w in zip(g_group, w_group, strict=True):
             assert g.token_ids == w.token_ids and g.finish_reason == w.finish_reason
-            assert torch.allclose(torch.tensor(g.logprobs), torch.tensor(w.logprobs), atol=ATOL)
+            _same(g.logprobs, w.logprobs, _tol(model, p, g.token_ids))
     reqs = [ScoreRequest(p, s.token_ids) for p, g in zip(prompts, got, strict=True) for s in g]
-    for a, b in zip(engine.score(reqs), naive.score(reqs), strict=True):
-        assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=ATOL)
+    for r, a, b in zip(reqs, engine.score(reqs), naive.score(reqs), strict=True):
+        _same(a.logprobs, b.logprobs, _tol(model, r.prefix_ids, r.continuation_ids))
 
 
 def test_beam_search_is_the_same_with_and_without_the_cache():

@@ -15,6 +15,8 @@ import pytest
 from ttsearch.benchmarks.report.tables import build_report, load_run
 from ttsearch.envs.errors import ConfigError
 
+from tolerances import EXACT
+
 SCORERS = ["pa", "lp", "rm"]
 
 
@@ -73,36 +75,41 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 def check_json(out: dict) -> None:
     # best-of-4 = the top-scored rollout. pa: t0 r0 succeeds, t1 r1 fails; lp: t0 r3, t1 r0 fail; rm: r0, r2 succeed
-    assert out["tts"]["pa"]["success_rate"] == pytest.approx(0.5)
-    assert out["tts"]["pa"]["stderr"] == pytest.approx(0.5)  # std([1, 0]) / √2
+    assert out["tts"]["pa"]["success_rate"] == pytest.approx(0.5, abs=EXACT)
+    assert out["tts"]["pa"]["stderr"] == pytest.approx(0.5, abs=EXACT)  # std([1, 0]) / √2
     assert out["tts"]["lp"]["success_rate"] == 0.0 and out["tts"]["rm"]["success_rate"] == 1.0
     bon = out["best_of_n"]["bon4"]
-    assert bon["ns"] == [1, 2, 4] and bon["pass_at_1"] == pytest.approx((2 / 4 + 1 / 4) / 2)
+    assert bon["ns"] == [1, 2, 4] and bon["pass_at_1"] == pytest.approx((2 / 4 + 1 / 4) / 2, abs=EXACT)
     # pass@2: t0 1 − C(2,2)/C(4,2) = 5/6, t1 1 − C(3,2)/C(4,2) = 1/2
-    assert bon["oracle_pass_at_n"]["2"] == pytest.approx((5 / 6 + 1 / 2) / 2)
+    assert bon["oracle_pass_at_n"]["2"] == pytest.approx((5 / 6 + 1 / 2) / 2, abs=EXACT)
     assert bon["oracle_pass_at_n"]["4"] == 1.0
     # best-of-2 by pa, rank weights 3/6, 2/6, 1/6, 0: t0 successes by rank 1,1,0,0 -> 5/6; t1 0,0,1,0 -> 1/6
-    assert bon["scorers"]["pa"]["2"]["mean"] == pytest.approx((5 / 6 + 1 / 6) / 2)
+    assert bon["scorers"]["pa"]["2"]["mean"] == pytest.approx((5 / 6 + 1 / 6) / 2, abs=EXACT)
     # UQ over the 8 bon4 rollouts. pa: positives .5 .4 .1 vs negatives .1 -.3 .2 .3 -.2 -> 5 + 5 + 2.5 of 15
-    assert out["uq"]["pa"]["auroc"] == pytest.approx(12.5 / 15)
-    assert out["uq"]["lp"]["auroc"] == pytest.approx(2 / 15)  # only -0.4 beats -0.5 and -0.9
+    assert out["uq"]["pa"]["auroc"] == pytest.approx(12.5 / 15, abs=EXACT)
+    assert out["uq"]["lp"]["auroc"] == pytest.approx(2 / 15, abs=EXACT)  # only -0.4 beats -0.5 and -0.9
     rm = out["uq"]["rm"]
     assert rm["auroc"] == 1.0 and rm["auprc"] == 1.0 and rm["mapping"] == "identity"
-    assert rm["spearman"] == pytest.approx(30 / math.sqrt(42 * 30))  # Pearson of ranks, by hand
-    assert rm["ece"] == pytest.approx((0.1 + 0.2 + 0.2 + 0.1 + 0.3 + 0.6 + 0.3 + 0.05) / 8)  # one per bin
+    assert rm["spearman"] == pytest.approx(30 / math.sqrt(42 * 30), abs=EXACT)  # Pearson of ranks, by hand
+    assert rm["ece"] == pytest.approx((0.1 + 0.2 + 0.2 + 0.1 + 0.3 + 0.6 + 0.3 + 0.05) / 8, abs=EXACT)  # one per bin
     assert out["uq"]["pa"]["mapping"] == "minmax" and out["uq"]["pa"]["n"] == 8
     # FA over the 3 failures with truth (1, 0, 2). pa: cumulative minima 1, 0, 2; lp: 2, 1, 2
     assert out["fa"]["pa"] == {**out["fa"]["pa"], "accuracy": 1.0, "mae": 0.0, "n": 3}
-    assert out["fa"]["lp"]["accuracy"] == pytest.approx(1 / 3) and out["fa"]["lp"]["mae"] == pytest.approx(2 / 3)
+    assert out["fa"]["lp"]["accuracy"] == pytest.approx(1 / 3, abs=EXACT) and out["fa"]["lp"]["mae"] == pytest.approx(2 / 3, abs=EXACT)
     assert out["fa"]["pa"]["methods"]["sharpest_drop"]["accuracy"] == 1.0
     # TTS arms and budget tuning
     assert out["tts_arms"]["bon4"]["success_rate"] == 0.5 and out["tts_arms"]["bon4"]["mean_tokens"] == 85
-    assert out["tts_arms"]["bon4"]["stderr"] == pytest.approx(math.sqrt(0.25 / 2))
+    # one stderr formula in every table: std([1, 0]) / √2 = √(p(1 − p)/(n − 1)), as for tts above
+    assert out["tts_arms"]["bon4"]["stderr"] == pytest.approx(0.5) == out["tts"]["pa"]["stderr"]
     assert out["tts_arms"]["greedy"]["success_rate"] == 0.0 and out["tts_arms"]["greedy"]["mean_tokens"] == 11
     d = out["budget"]["difficulties"]
     assert d["easy"]["choice"] == "bon4"     # greedy 0/1 vs bon4 1/1 (stderr 0)
     assert d["hard"]["choice"] == "greedy"   # both 0/1: the cheaper
-    assert d["all"]["choice"] == "bon4" and d["all"]["tolerance"] == pytest.approx(math.sqrt(0.25 / 2))
+    # all: bon4 1/2 ± 0.5 (the same stderr as the arms table), so greedy's 0/2 is within one stderr
+    assert d["all"]["best"] == "bon4" and d["all"]["tolerance"] == pytest.approx(0.5)
+    assert d["all"]["choice"] == "greedy"
+    assert out["available"] == {"best_of_n": True, "fa": True, "difficulty": True, "roc": True,
+                                "diagnostics": True, "selection": False, "tuned": False, "alpha_sweep": False}
 
 
 def check_png(path: Path) -> None:
@@ -128,7 +135,7 @@ def test_report_cli_json_markdown_and_plots(tmp_path):
     markdown = (directory / "report" / "report.md").read_text()
     assert "| bon4 |" in markdown and "Budget tuning" in markdown and "oracle pass@n" in markdown
     pngs = [Path(p) for name, p in out["files"].items() if name != "markdown"]
-    assert len(pngs) == 6
+    assert len(pngs) == 7  # the six views and diagnostics
     for path in pngs:
         check_png(path)
 
@@ -145,9 +152,15 @@ def test_undefined_metrics_are_null_with_a_reason(tmp_path):
     markdown = (tmp_path / "out" / "report.md").read_text()
     assert "only failures" in markdown and "no row kept its rollouts" in markdown
     assert "uq_fa_arms is empty" in markdown
-    assert set(out["budget"]["difficulties"]) == {"unknown", "all"}
+    # empty sections are left out of the markdown and the plots, and the notes say how to fill them
+    assert set(out["budget"]["difficulties"]) == {"all"}
+    assert out["available"] == {"best_of_n": False, "fa": False, "difficulty": False, "roc": False,
+                                "diagnostics": False, "selection": False, "tuned": False, "alpha_sweep": False}
+    assert "Failure attribution" not in markdown and "| pa | min_cumulative |" not in markdown
+    assert "attribution='my_pkg.attribution'" in markdown and "no task has a known difficulty" in markdown
     for name in ("roc", "best_of_n", "attribution"):
-        check_png(tmp_path / "out" / f"{name}.png")
+        assert not (tmp_path / "out" / f"{name}.png").exists()
+    assert set(out["files"]) == {"markdown", "success_vs_compute", "reliability", "budget_tuning"}
 
 
 def test_missing_or_empty_run_is_a_one_line_error(tmp_path):

@@ -15,6 +15,8 @@ from ttsearch.scorers import RewardModel, make_scorer  # noqa: E402
 from ttsearch.scorers.reward_model_text import encode, prefix_texts  # noqa: E402
 from ttsearch.training.tiny_model import make_model, save_pair_folder, train_tokenizer  # noqa: E402
 
+from tolerances import EXACT, logprob_tol  # noqa: E402
+
 CORPUS = ["you are in a room with a door", "open door", "the door opens onto a hall",
           "go north", "a long corridor stretches east and west", "go east", "you see a key"]
 
@@ -77,28 +79,43 @@ def _plain_forward(model, ids):
         return model(input_ids=torch.tensor([ids])).logits[0]
 
 
+def _tol(model, id_lists):
+    """How far two correct float32 computations of the head's outputs may differ (the rule of
+    tests/tolerances.py), M being the head's accumulation Σ|w_i·h_i| at the last token: the output
+    itself can be small by cancellation while its rounding follows the terms."""
+    magnitude = 0.0
+    with torch.no_grad():
+        for ids in id_lists:
+            h = model.model(input_ids=torch.tensor([ids])).last_hidden_state[0, -1]
+            magnitude = max(magnitude, float((model.score.weight.abs() @ h.abs()).max()))
+    return logprob_tol(torch.float32, magnitude, model.config.num_hidden_layers)
+
+
 def test_outcome_scores_equal_unbatched_forward(tok, rm1):
     folder, model = rm1
     scorer = make_scorer("reward_model", path=str(folder), kind="outcome", batch_size=2)
     lengths = [len(_manual_ids(tok, STEPS, t)) for t in range(3)]
     assert len(set(lengths)) == 3  # differing lengths: the batch of 2 really pads
     expected = [float(_plain_forward(model, _manual_ids(tok, STEPS, t))[0]) for t in range(3)]
-    assert scorer.step_scores(STEPS) == pytest.approx(expected, abs=1e-5)
-    assert scorer.score_trajectory(STEPS) == pytest.approx(expected[-1], abs=1e-5)
+    tol = _tol(model, [_manual_ids(tok, STEPS, t) for t in range(3)])
+    assert scorer.step_scores(STEPS) == pytest.approx(expected, abs=tol)
+    assert scorer.score_trajectory(STEPS) == pytest.approx(expected[-1], abs=tol)
     assert max(expected) - min(expected) > 1e-3  # the comparison is not between constants
     assert all("NEXT-OBS-SHOULD-NOT-APPEAR" not in text for text in scorer.texts(STEPS))
     assert scorer.score_trajectory(()) == 0.0 and scorer.step_scores(()) == ()
 
 
-def test_process_kind_aggregates_step_scores(rm1):
-    folder, _ = rm1
+def test_process_kind_aggregates_step_scores(tok, rm1):
+    folder, model = rm1
     orm = RewardModel(path=str(folder), kind="outcome")
     steps = orm.step_scores(STEPS)
     prm_min = RewardModel(path=str(folder), kind="process")
     prm_mean = RewardModel(path=str(folder), kind="process", step_agg="mean")
-    assert prm_min.step_scores(STEPS) == pytest.approx(steps, abs=1e-6)
-    assert prm_min.score_trajectory(STEPS) == pytest.approx(min(steps), abs=1e-6)
-    assert prm_mean.score_trajectory(STEPS) == pytest.approx(sum(steps) / 3, abs=1e-6)
+    # each call runs the model again: another float computation of the same numbers
+    tol = _tol(model, [_manual_ids(tok, STEPS, t) for t in range(3)])
+    assert prm_min.step_scores(STEPS) == pytest.approx(steps, abs=tol)
+    assert prm_min.score_trajectory(STEPS) == pytest.approx(min(steps), abs=tol)
+    assert prm_mean.score_trajectory(STEPS) == pytest.approx(sum(steps) / 3, abs=tol + EXACT)
 
 
 def test_two_label_model_gives_success_probability(tok, rm2):
@@ -106,7 +123,9 @@ def test_two_label_model_gives_success_probability(tok, rm2):
     scorer = RewardModel(path=str(folder), batch_size=3)
     logits = [_plain_forward(model, _manual_ids(tok, STEPS, t)) for t in range(3)]
     expected = [float(torch.softmax(row, -1)[1]) for row in logits]
-    assert scorer.step_scores(STEPS) == pytest.approx(expected, abs=1e-6)
+    # d softmax / d logit <= 1/4 per logit, two logits
+    tol = 0.5 * _tol(model, [_manual_ids(tok, STEPS, t) for t in range(3)])
+    assert scorer.step_scores(STEPS) == pytest.approx(expected, abs=tol)
     assert all(0.0 < v < 1.0 for v in expected)
 
 
@@ -114,7 +133,8 @@ def test_left_truncation_keeps_the_latest_tokens(tok, rm1):
     folder, model = rm1
     scorer = RewardModel(path=str(folder), max_length=9, batch_size=3)
     expected = [float(_plain_forward(model, _manual_ids(tok, STEPS, t)[-9:])[0]) for t in range(3)]
-    assert scorer.step_scores(STEPS) == pytest.approx(expected, abs=1e-5)
+    tol = _tol(model, [_manual_ids(tok, STEPS, t)[-9:] for t in range(3)])
+    assert scorer.step_scores(STEPS) == pytest.approx(expected, abs=tol)
     default = RewardModel(path=str(folder))
     assert default.max_length == model.config.max_position_embeddings
 
@@ -127,8 +147,9 @@ def test_history_and_system_prompt_rendering(tok, rm1):
     traj = Trajectory(Task(env="x", id="x-0"), STEPS[0].observation, STEPS, system_prompt="be quick")
     scorer = RewardModel(path=str(folder))
     assert scorer.texts(traj)[0].startswith("<|im_start|>system\nbe quick<|im_end|>")
-    expected = float(_plain_forward(model, _manual_ids(tok, STEPS, 2, system="be quick"))[0])
-    assert scorer.score_trajectory(traj) == pytest.approx(expected, abs=1e-5)
+    ids = _manual_ids(tok, STEPS, 2, system="be quick")
+    expected = float(_plain_forward(model, ids)[0])
+    assert scorer.score_trajectory(traj) == pytest.approx(expected, abs=_tol(model, [ids]))
     # an explicit system prompt wins over the trajectory's
     assert RewardModel(path=str(folder), system_prompt="").texts(traj)[0].startswith("<|im_start|>user")
 
@@ -225,6 +246,6 @@ def test_trajectory_best_of_n_picks_the_rollout_the_reward_model_ranks_first():
     scores = [rm.score_trajectory(r.steps) for r in result.rollouts]
     assert len(scores) == 4
     assert result.trajectory.steps == result.rollouts[scores.index(max(scores))].steps
-    assert result.score == pytest.approx(max(scores))
+    assert result.score == pytest.approx(max(scores), abs=EXACT)
     with pytest.raises(ConfigError, match="scores whole trajectories only"):
         make_controller("beam", width=2, expand=2).run(task, task.make, agent, rm, Budget())

@@ -25,6 +25,8 @@ from ttsearch.training.reward_model_training import (  # noqa: E402
     roll_out,
 )
 
+from tolerances import EXACT  # noqa: E402
+
 
 class ChatML:
     """A stand-in tokenizer that only renders (the labelling never tokenises)."""
@@ -69,7 +71,7 @@ def test_duplicate_prefixes_merge_into_mean_label_and_count():
     rows = [Example("a", 1.0, 0), Example("b", 0.0, 0), Example("a", 0.0, 1), Example("a", 1.0, 2)]
     texts, targets, counts = merge_duplicates(rows)
     assert texts == ["a", "b"]
-    assert targets == pytest.approx([2 / 3, 0.0])
+    assert targets == pytest.approx([2 / 3, 0.0], abs=EXACT)
     assert counts == [3, 1]
 
 

@@ -27,12 +27,17 @@ def test_shipped_configs_load():
     paper = load_config(CONFIGS / "paper-maze.yaml")
     assert [a.name for a in paper.arms] == ["greedy", "bon16-pa", "step-bo2-pa", "step-bo4-pa", "step-bo8-pa",
                                             "step-bo8-plp", "beam-pa-240", "beam-pa-480", "beam-pa-960",
-                                            "best-first-pa-480", "mcts-pa-480"]
+                                            "best-first-pa-480", "mcts-pa-480", "bon16-pa-adaptive",
+                                            "bon16-pa-deepconf"]
     lookahead = [paper.arm_budget(a) for a in paper.arms if a.name.endswith("-480")]
     assert lookahead == [{"tokens": 480}] * 3  # one equal token budget for beam, best-first, MCTS
-    assert set(paper.scorer_labels()) >= {"progress_advantage", "policy_logprob", "reference_logprob",
-                                          "self_certainty", "deepconf_tail", "deepconf_bottom10",
-                                          "entropy", "random", "task-orm", "task-prm"}
+    assert set(paper.scorer_labels()) >= {"progress_advantage", "pa-centred", "pa-decisive", "policy_logprob",
+                                          "reference_logprob", "self-certainty-deepconf", "self-certainty-paper",
+                                          "deepconf-tail-deepconf", "deepconf-tail-paper",
+                                          "deepconf-bottom10-deepconf", "deepconf-bottom10-paper",
+                                          "entropy", "random", "task-orm", "task-prm",
+                                          "progress_advantage@linear-0.5", "pa-centred@ties-0.5-d0.2"}
+    assert paper.validation is not None and paper.validation.split == "train"
     assert paper.applications.uq_fa_arms == ["bon16-pa"]
     config = load_config(SMOKE)
     assert config.scorer_labels()[0] == "pa" and config.arms[1].scorer == "pa"

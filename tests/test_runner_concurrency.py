@@ -22,7 +22,8 @@ from ttsearch.benchmarks.run.config import parse_config
 from ttsearch.benchmarks.run.runner import run_experiment
 from ttsearch.envs.registry import REGISTRY, list_tasks, register
 
-ATOL = 1e-5
+from tolerances import shipped_score_tol
+
 BUDGET_FIELDS = ("generated_tokens", "scored_tokens", "model_calls", "env_steps", "proposals", "candidates")
 
 FAULTY_ENV = textwrap.dedent('''
@@ -92,7 +93,7 @@ def assert_same_episode(mine: dict, theirs: dict) -> None:
     assert {f: mine["usage"][f] for f in BUDGET_FIELDS} == {f: theirs["usage"][f] for f in BUDGET_FIELDS}
     assert mine["trajectory"]["actions"] == theirs["trajectory"]["actions"]
     for label, score in mine["trajectory"]["scores"].items():
-        assert score["steps"] == pytest.approx(theirs["trajectory"]["scores"][label]["steps"], abs=ATOL)
+        assert score["steps"] == pytest.approx(theirs["trajectory"]["scores"][label]["steps"], abs=shipped_score_tol(tokens=8))
 
 
 def test_concurrency_1_and_8_play_the_same_episodes(tmp_path):
@@ -121,7 +122,7 @@ def test_raising_hanging_and_malformed_envs_end_their_episodes_as_error_rows(tmp
     clean, faulty = rows(tmp_path / "clean"), rows(tmp_path / "faulty")
     tasks = {t.kwargs["fault"]: t.id for t in list_tasks("faulty_maze", limit=10, faults=faults) if t.kwargs["fault"]}
     kinds = {tasks["raise"]: ("raised", "RuntimeError: the simulator crashed"), tasks["hang"]: ("timeout", "no answer"),
-             tasks["malformed"]: ("malformed", "Observation.text is int")}
+             tasks["malformed"]: ("malformed", "observation.text is int")}
     for key, row in faulty.items():
         task = row["task"]["id"]
         if task in kinds:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from ttsearch.envs.base import Observation, Task, Trajectory
-from ttsearch.envs.errors import ConfigError
+from ttsearch.envs.base import Env, Observation, StepResult, Task, Trajectory
+from ttsearch.envs.errors import BudgetExhausted, ConfigError
+from ttsearch.scorers import make_scorer
 from ttsearch.search import Allowance, Budget, Ledger, Usage
+from ttsearch.search.base import Controller
 from ttsearch.search.testing import Choice, FakeProposer
 
 
@@ -74,3 +76,70 @@ def test_reserve_keeps_budget_to_finish_then_allows_one_candidate():
     assert led.afford(1, 8, reserve_steps=4) == Allowance(1, 6, "tokens")  # 10 - 4 reserved
     assert led.afford(1, 8, reserve_steps=9) == Allowance(1, 1, "tokens")  # inside the reserve: one
     assert led.afford(1, 8, reserve_steps=0) == Allowance(1, 8)
+
+
+
+class Corridor(Env):
+    """Ten "go" steps to the end; rewarded only there."""
+
+    deterministic = True
+    system_prompt = "Walk to the end."
+
+    def reset(self, *, seed=None):
+        self.position = 0
+        return Observation("at 0", ("go",))
+
+    def step(self, action):
+        self.position += 1
+        done = self.position >= 10
+        return StepResult(Observation(f"at {self.position}", ("go",)), float(done), done, False)
+
+
+class Careless(Controller):
+    """Proposes without checking the allowance: the budget, not the controller, stops it."""
+
+    name = "careless"
+
+    def _run(self, ctx):
+        env = ctx.make_env()
+        obs = env.reset(seed=ctx.task.seed)
+        ctx.start_tree(obs, env.system_prompt)
+        node, trajectory = 0, Trajectory(ctx.task, obs, (), env.system_prompt)
+        while not trajectory.done:
+            allowance = ctx.afford(1, 1, greedy=True, env_per_state=1)
+            cand = ctx.propose([trajectory], allowance, key=("careless", node), greedy=True)[0][0]
+            result = env.step(cand.action)
+            ctx.ledger.charge_env(1)
+            node = ctx.record(node, trajectory.observation, cand, ctx.score(cand), result)
+            trajectory = trajectory.extended(ctx.tree.step(node))
+        return ctx.finish(trajectory, "done", node=node)
+
+
+def test_a_controller_that_lets_budget_exhausted_propagate_returns_its_deepest_path():
+    """Proposing with an empty allowance raises BudgetExhausted; run() turns it into the deepest
+    executed path, with the limit that ended it as the stop reason."""
+    agent = FakeProposer(lambda state: [Choice("go", -0.1)], max_new_tokens=2)
+    task = Task(env="corridor", id="corridor-0", seed=0)
+    result = Careless().run(task, Corridor, agent, make_scorer("policy_logprob"), Budget(model_calls=3))
+    assert result.stop_reason == "budget:model_calls"
+    assert [s.action for s in result.trajectory.steps] == ["go"] * 3
+    assert result.usage.model_calls == 3 and not result.success
+    unbounded = Careless().run(task, Corridor, agent, make_scorer("policy_logprob"), Budget())
+    assert unbounded.stop_reason == "done" and len(unbounded.trajectory.steps) == 10
+
+
+def test_proposing_with_an_empty_allowance_names_the_limit():
+    agent = FakeProposer(lambda state: [Choice("go", -0.1)])
+    ctx_result = {}
+
+    class Probe(Careless):
+        def _run(self, ctx):
+            env = ctx.make_env()
+            obs = env.reset(seed=0)
+            with pytest.raises(BudgetExhausted, match="scored_tokens"):
+                ctx.propose([Trajectory(ctx.task, obs, (), "")], Allowance(0, 0, "scored_tokens"), key=(0,))
+            ctx_result["raised"] = True
+            return ctx.finish(Trajectory(ctx.task, obs, (), ""), "done")
+
+    Probe().run(Task(env="corridor", id="c", seed=0), Corridor, agent, make_scorer("policy_logprob"), Budget())
+    assert ctx_result == {"raised": True}

@@ -14,6 +14,8 @@ from ttsearch.scorers import make_scorer
 from ttsearch.search import Budget, make_controller
 from ttsearch.search.testing import Choice, FakeProposer
 
+from tolerances import EXACT
+
 
 class Grid(Env):
     """Walk left/right three times; the observation is the position."""
@@ -57,8 +59,8 @@ def test_nodes_hold_scores_tokens_and_env_results(result):
         data = g.nodes[node]
         parent = result.tree.parent(node)
         assert data["depth"] == g.nodes[parent]["depth"] + 1
-        assert data["step_score"] == pytest.approx(0.7 if data["action"] == "right" else -0.5)
-        assert data["cumulative"] == pytest.approx(g.nodes[parent]["cumulative"] + data["step_score"])
+        assert data["step_score"] == pytest.approx(0.7 if data["action"] == "right" else -0.5, abs=EXACT)
+        assert data["cumulative"] == pytest.approx(g.nodes[parent]["cumulative"] + data["step_score"], abs=EXACT)
         assert data["tokens"][: len(data["span"])] == data["span"] and data["observation"].startswith("pos")
     assert result.trajectory.actions == ("right",) * 3 and result.success
     # the trajectory rebuilt from the tree is the returned one
@@ -79,7 +81,7 @@ def test_graphml_stringifies_lists(result, tmp_path):
     assert back.number_of_nodes() == len(result.tree) and back.number_of_edges() == len(result.tree) - 1
     node = back.nodes["1"]
     assert json.loads(node["tokens"]) == result.tree.graph.nodes[1]["tokens"]
-    assert node["step_score"] == pytest.approx(result.tree.graph.nodes[1]["step_score"])
+    assert node["step_score"] == pytest.approx(result.tree.graph.nodes[1]["step_score"], abs=EXACT)
 
 
 def test_png_picture(result, tmp_path):

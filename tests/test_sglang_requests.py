@@ -181,3 +181,14 @@ def test_clear_cache_flushes_the_servers_radix_cache():
     engine = backend(fake)
     engine.clear_cache()
     assert fake.flushed == 1
+
+
+def test_whole_log_prob_rows_are_refused_in_one_line():
+    """SGLang returns top-k log-probs only: the exact per-token KL needs the embedded engine."""
+    engine = backend(FakeTransport())
+    assert engine.supports_full_logprobs is False
+    for call in (lambda: engine.sample([[1, 3]], n=1, params=SamplingParams(max_new_tokens=2, full_logprobs=True)),
+                 lambda: engine.score([ScoreRequest((1, 3), (4,), full_logprobs=True)])):
+        with pytest.raises(BackendError) as err:
+            call()
+        assert "\n" not in str(err.value) and "top-k" in str(err.value) and "transformers" in str(err.value)

@@ -15,6 +15,8 @@ from ttsearch.envs.whowhen import (
     load_whowhen,
 )
 
+from tolerances import EXACT
+
 DATA = Path(__file__).parent / "data" / "whowhen"
 
 
@@ -48,8 +50,8 @@ def test_scoring_is_exact_match_of_agent_and_step():
     preds[0] = ("Orchestrator", 1)  # agent right, step off by 2
     preds[1] = (None, None)
     acc = attribution_accuracy(logs, preds)
-    assert acc["agent_accuracy"] == pytest.approx(4 / 5) and acc["step_accuracy"] == pytest.approx(3 / 5)
-    assert acc["step_mae"] == pytest.approx(2 / 4)  # errors 2,0,0,0 over the 4 predicted steps
+    assert acc["agent_accuracy"] == pytest.approx(4 / 5, abs=EXACT) and acc["step_accuracy"] == pytest.approx(3 / 5, abs=EXACT)
+    assert acc["step_mae"] == pytest.approx(2 / 4, abs=EXACT)  # errors 2,0,0,0 over the 4 predicted steps
 
 
 def test_bad_files_give_errors_that_name_the_case(tmp_path):

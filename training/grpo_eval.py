@@ -25,15 +25,17 @@ from sklearn.metrics import roc_auc_score
 from ttsearch.agents import ModelPair
 from ttsearch.envs.base import Task, Trajectory
 from ttsearch.envs.registry import make
+from ttsearch.scorers.metrics import success_rate_and_stderr
 from ttsearch.training.grpo_loss import Row, exact_token_kl
 from ttsearch.training.grpo_recipe import Preset, _prefix, make_agent
 from ttsearch.training.rollouts import play_lockstep
 
 
 def rate_with_stderr(successes: list[bool]) -> dict[str, float]:
-    n = len(successes)
-    rate = sum(successes) / n if n else float("nan")
-    return {"episodes": n, "success_rate": rate, "stderr": math.sqrt(rate * (1 - rate) / n) if n else float("nan")}
+    if not successes:
+        return {"episodes": 0, "success_rate": float("nan"), "stderr": float("nan")}
+    rate, stderr = success_rate_and_stderr(successes)
+    return {"episodes": len(successes), "success_rate": rate, "stderr": stderr}
 
 
 def _kl_per_token(policy_model: Any, reference_model: Any, rows: list[Row], *, pad_id: int, batch: int = 16) -> float:

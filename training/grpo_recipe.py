@@ -73,6 +73,11 @@ class FinalNumberParser:
             raise ParseError("no number in the message")
         return f"answer: {found[-1]}"
 
+    def decisive_span(self, text: str, *, admissible: Any = None) -> tuple[int, int] | None:
+        """The characters of the last number (the answer); None when there is none."""
+        spans = [m.span() for m in _NUMBER.finditer(text)]
+        return spans[-1] if spans else None
+
 
 @dataclass(frozen=True, slots=True)
 class Preset:

@@ -10,17 +10,26 @@
    ``demo_mix[0]``, a myopic move (one that shortens the distance to the goal, blind to pits
    and slips) with ``demo_mix[1]``, and a uniformly random move with ``demo_mix[2]``. The
    reference therefore has systematic, state-dependent mistakes — as real SFT models do.
-3. **RL -> π_θ**: on-policy, KL-regularised actor-critic. Each iteration takes fresh training
-   layouts; for every state (exploring starts over all open cells) and every move, Monte-Carlo
-   rollouts of the *current* policy through the environment's own transition function estimate
-   the soft action value ``Q̂(s,a) = r + Σ_k γ^k (r_k − β·log π_θ/π_ref(a_k|s_k))`` (the KL
-   penalty enters the return, as in KL-regularised RLHF). The policy is then moved toward the
-   KL-regularised improvement ``π_ref(a|s)·exp((Q̂(s,a) − V̂(s))/β)`` by regressing its log-probs
-   onto it (soft policy iteration; its fixed point is the optimal KL-regularised policy, whose
-   log-ratio to π_ref is A*/β — Proposition 1). All four moves are evaluated at each state: that
-   group of branches from one state is the group baseline. Each move is one token followed by
-   ``<|im_end|>``; RL acts on the move token (the scored span); the stop token SFT learned
-   stays near-certain, and any other text is the env's no-op 'invalid action'.
+   Every cell is shown twice: as a plain observation and as the env shows it after a garbled
+   turn (its invalid-action line quoting a random no-move text) — the same Markov state.
+3. **RL -> π_θ**: KL-regularised soft policy iteration on **whole turns**. The objective is
+   ``E[Σ_t γ^t (r_t − β·log π_θ(y_t|s_t)/π_ref(y_t|s_t))]`` with ``y_t`` the whole sampled turn
+   (every token: the move, the stop token, anything else), β = ``beta``. The env tells five
+   action classes apart: the four canonical move turns (move token + ``<|im_end|>``) and any
+   other text, the env's no-op (the agent stays, a turn passes, the feedback text changes).
+   Each iteration takes fresh training layouts; for every state (exploring starts over both
+   views of every open cell) and every class, Monte-Carlo rollouts of the *current* policy's
+   whole-turn class probabilities through the env's own transition function estimate the soft
+   value ``Q̂(s,c) = r + Σ_k γ^k (r_k − β·log π_θ/π_ref(c_k|s_k))`` (the KL penalty in the
+   return, as in KL-regularised RLHF; ``rl_value_estimator="expected"`` sums the first step's
+   outcomes with the env's probabilities over rollout state values instead). The policy is
+   then moved toward the KL-regularised improvement ``π_ref(y|s)·exp((Q̂(s,c(y)) − V̂(s))/β)`` over whole turns, factorised into exact
+   next-token targets on the full vocabulary: at the turn's first token, at the stop decision
+   after each move token, and at every token of sampled non-canonical turns (whose further
+   tokens must keep π_ref's conditionals: a no-op is a no-op however it is spelled). Its fixed
+   point is the optimal KL-regularised policy, whose whole-turn log-ratio to π_ref is A*/β
+   (Proposition 1), on garbled turns as on moves. The exact solver's values never enter the
+   loss (it is the judge in ``ttsearch bench prop1``).
 
 Held-out layouts (``split="test"``, chosen by content hash) are never used in training.
 The policy acts on the current observation only (see :data:`PROMPT`): the maze is Markov.
@@ -38,16 +47,15 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from ttsearch.envs.errors import ConfigError
-from ttsearch.envs.maze.env import maze_tasks
+from ttsearch.envs.errors import ConfigError, unknown_choice
+from ttsearch.envs.maze.env import SlipperyMaze, maze_tasks
 from ttsearch.envs.maze.layout import ACTIONS, Layout, describe, generate_layout
-from ttsearch.envs.maze.solver import build_model, solve
+from ttsearch.envs.maze.solver import solve
+from ttsearch.training.maze_rl import move_tokens_of, rl
 from ttsearch.training.move_logprobs import (
     action_turn_ids,
     chat_prompt_ids,
     continuation_logprobs,
-    next_token_and_stop_logprobs,
-    next_token_logprobs,
 )
 from ttsearch.training.tiny_model import make_model, save_pair_folder, train_tokenizer
 
@@ -82,30 +90,82 @@ class MazeRecipeConfig:
     demo_mix: tuple[float, float, float] = (0.55, 0.3, 0.15)
     # RL
     beta: float = 0.1
-    rl_iterations: int = 380
-    rl_layouts_per_iter: int = 12
-    rl_rollouts: int = 16
+    rl_iterations: int = 1000
+    rl_layouts_per_iter: int = 8
+    rl_rollouts: int = 128
     rl_horizon: int = 40
     rl_lr: float = 1e-3
+    rl_lr_final_fraction: float = 0.1
     rl_inner_steps: int = 4
     rl_log_weight: float = 0.3
+    rl_value_estimator: str = "rollout"
+    """How Q̂ is estimated: "rollout" (rollouts with a forced first class, per class) or
+    "expected" (one env step in expectation over rollout state values: less noise per rollout)."""
+    rl_turn_samples: int = 4
+    rl_turn_tokens: int = 8
+    rl_save_every: int = 100
+    """Also write the policy every this many RL iterations (0: only at the end), so a long run
+    can be measured while it trains and leaves a usable pair if stopped."""
 
     def __post_init__(self) -> None:
         if abs(sum(self.demo_mix) - 1.0) > 1e-6 or min(self.demo_mix) < 0:
             raise ConfigError(f"demo_mix must be three probabilities summing to 1, got {self.demo_mix}")
         if self.beta <= 0:
             raise ConfigError(f"beta must be > 0, got {self.beta}")
+        if self.rl_turn_tokens < 2:
+            raise ConfigError(f"rl_turn_tokens must be >= 2 (a move token and the stop token), got {self.rl_turn_tokens}")
+        if self.rl_value_estimator not in ("rollout", "expected"):
+            raise ConfigError(unknown_choice("rl_value_estimator", self.rl_value_estimator, ("rollout", "expected")))
+        if self.rl_turn_samples < 0 or self.rl_rollouts < 1 or self.rl_inner_steps < 1:
+            raise ConfigError("rl_turn_samples must be >= 0, rl_rollouts and rl_inner_steps >= 1")
 
     @classmethod
     def quick(cls, **overrides: Any) -> MazeRecipeConfig:
         """A shortened run (a few minutes) that still shows both stages learn (CI runs it)."""
-        base = dict(sft_layouts=800, sft_epochs=3, rl_iterations=20, rl_layouts_per_iter=8,
-                    rl_rollouts=8, rl_inner_steps=4)
+        # Every layout gives two views of each cell (plain + after a no-op): half the layouts of
+        # the single-view recipe cost the same. Small SFT batches: at 256 the ~180 steps end on
+        # the plateau where the tiny model ignores the map (π_ref the same in every cell, expert
+        # agreement 0.27, and RL then has nothing to correct); 64 gives 4x the steps at the same
+        # cost and agreement 0.66.
+        base = dict(sft_layouts=400, sft_epochs=3, sft_batch=64, rl_iterations=20, rl_layouts_per_iter=4,
+                    rl_rollouts=32, rl_inner_steps=4)
         return cls(**{**base, **overrides})
 
 
-def _layout_states(layout: Layout) -> list[str]:
-    return [describe(layout, cell) for cell in layout.free_cells]
+GARBLE_PIECES = (*ACTIONS, *ACTIONS, *(f" {a}" for a in ACTIONS), "1", "2", "3", "4", "A", ".", " .",
+                 "assistant", "user", "goal", "open", "wall", "#", "O", "G")
+"""Pieces of the no-op turns the invalid-action observations quote in training (what tiny models
+emit when they garble a turn: moves run together, stray digits, map symbols, template words)."""
+
+
+def garbled_text(rng: np.random.Generator) -> str:
+    """A random text that is no move: 0-4 pieces run together (``southnorth``, ``4north``, '')."""
+    while True:
+        pieces = rng.choice(len(GARBLE_PIECES), size=int(rng.choice(5, p=[0.1, 0.3, 0.3, 0.15, 0.15])))
+        text = "".join(GARBLE_PIECES[i] for i in pieces)
+        if text.strip().lower() not in ACTIONS:
+            return text
+
+
+def invalid_observation(layout: Layout, cell: tuple[int, int], text: str, *, slip: float) -> str:
+    """The env's own observation after the no-op ``text`` at ``cell`` (its invalid-action feedback)."""
+    env = SlipperyMaze(layout=Layout(layout.grid, cell), slip=slip)
+    env.reset(seed=0)
+    return env.step(text).observation.text
+
+
+def _layout_states(layout: Layout, *, rng: np.random.Generator | None = None, slip: float = 0.1) -> list[str]:
+    """Observation texts of every open cell; with ``rng``, then the same cells once more, each as
+    the env shows it after a no-op turn (a random garbled text quoted in its invalid-action line).
+
+    The state after a garbled turn is the same cell (the maze is Markov) behind a different text:
+    the pair must act, and its log-ratio must mean something, there too — otherwise one garbled
+    turn leads to prompts neither model was trained on, and to more garbled turns.
+    """
+    plain = [describe(layout, cell) for cell in layout.free_cells]
+    if rng is None:
+        return plain
+    return plain + [invalid_observation(layout, cell, garbled_text(rng), slip=slip) for cell in layout.free_cells]
 
 
 def demonstrator(layout: Layout, *, slip: float, gamma: float, mix: tuple[float, float, float]) -> np.ndarray:
@@ -138,63 +198,6 @@ def training_layouts(count: int, *, start: int, size: int) -> list[tuple[int, La
     return out
 
 
-def _soft_rollout_values(P_next: np.ndarray, logp_pol: np.ndarray, logp_ref: np.ndarray,
-                         *, beta: float, gamma: float, rollouts: int, horizon: int,
-                         rng: np.random.Generator) -> np.ndarray:
-    """Monte-Carlo soft Q̂(s, c) for every open cell s and action class c (4 moves + other text).
-
-    ``P_next[s, a]`` is the env's next-outcome distribution over [cells..., goal, pit];
-    ``logp_pol``/``logp_ref`` are [cells, 5] (four moves + 'any other text', which stays put).
-    """
-    n_cells = logp_pol.shape[0]
-    n_classes = logp_pol.shape[1]
-    starts = np.repeat(np.arange(n_cells), n_classes * rollouts)
-    first = np.tile(np.repeat(np.arange(n_classes), rollouts), n_cells)
-    state, alive = starts.copy(), np.ones(len(starts), dtype=bool)
-    value = np.zeros(len(starts))
-    policy_cdf = np.cumsum(np.exp(logp_pol), axis=1)
-    policy_cdf /= policy_cdf[:, -1:]
-    outcome_cdf = np.cumsum(P_next, axis=2)
-    kl = logp_pol - logp_ref
-    for k in range(horizon):
-        idx = np.flatnonzero(alive)
-        if idx.size == 0:
-            break
-        s = state[idx]
-        if k == 0:
-            action = first[idx]
-        else:
-            action = (rng.random(idx.size)[:, None] > policy_cdf[s]).sum(axis=1).clip(0, n_classes - 1)
-            value[idx] -= gamma**k * beta * kl[s, action]
-        moving = action < len(ACTIONS)
-        nxt = s.copy()
-        if moving.any():
-            m = idx[moving]
-            cdf = outcome_cdf[state[m], action[moving]]
-            nxt[moving] = (rng.random(m.size)[:, None] > cdf).sum(axis=1).clip(0, cdf.shape[1] - 1)
-        reached_goal = nxt == n_cells
-        fell = nxt == n_cells + 1
-        value[idx[reached_goal]] += gamma**k
-        alive[idx[reached_goal | fell]] = False
-        state[idx] = np.where(reached_goal | fell, 0, nxt)
-    return value.reshape(n_cells, n_classes, rollouts).mean(axis=2)
-
-
-def _outcome_matrix(layout: Layout, slip: float) -> np.ndarray:
-    """``[cells, 4, cells + 2]``: next-cell probabilities, then goal, then pit."""
-    model = build_model(layout, slip=slip)
-    pit = np.clip(1.0 - model.P.sum(axis=2) - model.R, 0, 1)
-    return np.concatenate([model.P, model.R[:, :, None], pit[:, :, None]], axis=2)
-
-
-def _with_other(logp_moves):
-    """Append log p('any other text') = log(1 − Σ p(moves)) as a fifth column."""
-
-    total = torch.logsumexp(logp_moves, dim=1, keepdim=True).clamp(max=-1e-6)
-    other = torch.log(-torch.expm1(total))
-    return torch.cat([logp_moves, other], dim=1)
-
-
 def train_maze_pair(config: MazeRecipeConfig, out_dir: str | Path, *, reference_dir: str | Path | None = None,
                     policy_dir: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
     """Run the recipe; writes ``out_dir/{reference,policy}`` and ``ttsearch_pair.json``.
@@ -225,32 +228,35 @@ def train_maze_pair(config: MazeRecipeConfig, out_dir: str | Path, *, reference_
         if policy_dir is not None:
             model = AutoModelForCausalLM.from_pretrained(policy_dir, dtype=torch.float32)
     reference = AutoModelForCausalLM.from_pretrained(out_dir / "reference", dtype=torch.float32).eval()
-    rl_log = _rl(config, model, reference, tokenizer, rl_layouts, rng, log)
-    model.eval()
-    save_pair_folder(model, tokenizer, out_dir / "policy")
 
-    report = {
-        "env": "maze",
-        "env_kwargs": {"size": config.size, "slip": config.slip, "gamma": config.gamma},
-        "beta": config.beta,
-        "prompt": PROMPT,
-        "recipe": asdict(config),
-        "reference_source": reference_source,
-        "policy_source": str(policy_dir) if policy_dir is not None else "reference",
-        "sft_final_loss": sft_loss,
-        "rl_final": rl_log[-1] if rl_log else None,
-        "train_seconds": round(time.perf_counter() - started, 1),
-    }
-    (out_dir / PAIR_CONFIG_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    def save(rl_log: list[dict[str, float]]) -> dict[str, Any]:
+        """Write the policy and the manifest (at the end, and every ``rl_save_every`` iterations)."""
+        model.eval()
+        save_pair_folder(model, tokenizer, out_dir / "policy")
+        report = {
+            "env": "maze",
+            "env_kwargs": {"size": config.size, "slip": config.slip, "gamma": config.gamma},
+            "beta": config.beta,
+            "prompt": PROMPT,
+            "recipe": asdict(config),
+            "reference_source": reference_source,
+            "policy_source": str(policy_dir) if policy_dir is not None else "reference",
+            "sft_final_loss": sft_loss,
+            "rl_iterations_done": len(rl_log),
+            "rl_final": rl_log[-1] if rl_log else None,
+            # the last iterations averaged: one iteration's statistics are Monte-Carlo noisy
+            "rl_last10_mean": {k: float(np.mean([h[k] for h in rl_log[-10:]])) for k in rl_log[-1] if k != "iteration"}
+            if rl_log else None,
+            "train_seconds": round(time.perf_counter() - started, 1),
+        }
+        (out_dir / PAIR_CONFIG_FILE).write_text(json.dumps(report, indent=2) + "\n")
+        return report
+
+    rl_log = rl(config, model, reference, tokenizer, rl_layouts, rng, log, states=_layout_states,
+                system_prompt=SYSTEM_PROMPT, checkpoint=save)
+    report = save(rl_log)
     log(f"pair written to {out_dir} in {report['train_seconds']} s")
     return report
-
-
-def _move_tokens(tokenizer) -> list[int]:
-    turns = action_turn_ids(tokenizer, ACTIONS)
-    if any(len(turn) != 2 for turn in turns):
-        raise ConfigError(f"each move must be one token for this recipe; got {turns}: raise vocab_size")
-    return [turn[0] for turn in turns]
 
 
 def _sft(config: MazeRecipeConfig, layouts: list[tuple[int, Layout]], rng: np.random.Generator, log):
@@ -258,18 +264,19 @@ def _sft(config: MazeRecipeConfig, layouts: list[tuple[int, Layout]], rng: np.ra
 
     corpus = list(ACTIONS)
     for _, layout in layouts[:300]:
-        corpus.extend(_layout_states(layout))
+        corpus.extend(_layout_states(layout, rng=rng, slip=config.slip))
     tokenizer = train_tokenizer(corpus, vocab_size=config.vocab_size)
-    log(f"tokenizer: {len(tokenizer)} tokens; moves -> {_move_tokens(tokenizer)}")
+    log(f"tokenizer: {len(tokenizer)} tokens; moves -> {move_tokens_of(tokenizer)}")
     turns = action_turn_ids(tokenizer, ACTIONS)
     model = make_model(tokenizer, hidden_size=config.hidden_size, num_layers=config.num_layers,
                        num_heads=config.num_heads, intermediate_size=config.intermediate_size, seed=config.seed)
     prompts, targets = [], []
     for _, layout in layouts:
         dist = demonstrator(layout, slip=config.slip, gamma=config.gamma, mix=config.demo_mix)
-        for s, text in enumerate(_layout_states(layout)):
+        texts = _layout_states(layout, rng=rng, slip=config.slip)  # the demonstrator acts alike after a no-op
+        for s, text in enumerate(texts):
             prompts.append(chat_prompt_ids(tokenizer, SYSTEM_PROMPT, text))
-            targets.append(int(rng.choice(len(ACTIONS), p=dist[s])))
+            targets.append(int(rng.choice(len(ACTIONS), p=dist[s % len(dist)])))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.sft_lr, weight_decay=0.0)
     steps = config.sft_epochs * ((len(prompts) + config.sft_batch - 1) // config.sft_batch)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.sft_lr, total_steps=steps)
@@ -290,68 +297,6 @@ def _sft(config: MazeRecipeConfig, layouts: list[tuple[int, Layout]], rng: np.ra
         log(f"sft epoch {epoch + 1}/{config.sft_epochs}: loss {np.mean(losses[-50:]):.4f}")
     model.eval()
     return tokenizer, model, float(np.mean(losses[-50:]))
-
-
-def _rl(config: MazeRecipeConfig, model, reference, tokenizer, layouts: list[tuple[int, Layout]],
-        rng: np.random.Generator, log) -> list[dict[str, float]]:
-    """KL-regularised soft policy iteration over five action classes: four moves + 'other text'.
-
-    'Other text' is a real action of a language model: the env answers it with invalid-action
-    feedback and the agent stays put. Its soft value is estimated like the moves' (forced as the
-    first action), so the targets are a proper distribution over everything the model can say.
-    The loss is the cross-entropy to the target (bounded gradients) plus a small squared error
-    in log space, which makes the rare, bad actions' log-ratios converge too.
-    """
-
-    move_tokens = _move_tokens(tokenizer)
-    stop_id = tokenizer.convert_tokens_to_ids(tokenizer.eos_token)
-    pad_id = tokenizer.pad_token_id
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.rl_lr, weight_decay=0.0)
-    ref_cache: dict[int, torch.Tensor] = {}
-    history = []
-    for iteration in range(config.rl_iterations):
-        offset = (iteration * config.rl_layouts_per_iter) % len(layouts)
-        batch = layouts[offset: offset + config.rl_layouts_per_iter]
-        prompts, logp_ref, q_hat = [], [], []
-        model.eval()
-        with torch.no_grad():
-            for seed, layout in batch:
-                layout_prompts = [chat_prompt_ids(tokenizer, SYSTEM_PROMPT, t) for t in _layout_states(layout)]
-                if seed not in ref_cache:
-                    ref_cache[seed] = _with_other(next_token_logprobs(reference, layout_prompts, move_tokens, pad_id=pad_id))
-                logp_pol = _with_other(next_token_logprobs(model, layout_prompts, move_tokens, pad_id=pad_id))
-                q_hat.append(_soft_rollout_values(
-                    _outcome_matrix(layout, config.slip), logp_pol.numpy(), ref_cache[seed].numpy(),
-                    beta=config.beta, gamma=config.gamma, rollouts=config.rl_rollouts,
-                    horizon=config.rl_horizon, rng=rng))
-                prompts.extend(layout_prompts)
-                logp_ref.append(ref_cache[seed])
-        q = torch.tensor(np.concatenate(q_hat), dtype=torch.float32)
-        ref = torch.cat(logp_ref)
-        # Soft improvement: target ∝ π_ref · exp(Q̂/β), over all five classes.
-        target = torch.log_softmax(ref + q / config.beta, dim=1)
-        model.train()
-        for _ in range(config.rl_inner_steps):  # project onto the improved policy (several steps)
-            # Each row also carries one move and the stop token: the turn must still end after
-            # the move (RL acts on the move token; the stop token keeps its SFT certainty).
-            chosen = rng.integers(len(move_tokens), size=len(prompts))
-            first, stop = next_token_and_stop_logprobs(model, prompts, move_tokens, chosen, stop_id, pad_id=pad_id)
-            logp_pol = _with_other(first)
-            cross_entropy = -(target.exp() * logp_pol).sum(dim=1).mean()
-            log_error = ((logp_pol - target) ** 2).mean()
-            loss = cross_entropy + config.rl_log_weight * log_error - stop.mean()
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-        with torch.no_grad():
-            kl = (logp_pol.exp() * (logp_pol - ref)).sum(dim=1).mean()
-        history.append({"iteration": iteration, "cross_entropy": cross_entropy.item(),
-                        "log_error": log_error.item(), "kl": kl.item(), "stop_logprob": stop.mean().item()})
-        if iteration % 10 == 0 or iteration == config.rl_iterations - 1:
-            log(f"rl {iteration + 1}/{config.rl_iterations}: ce {cross_entropy.item():.4f} "
-                f"log-err {log_error.item():.4f} kl {kl.item():.4f} log p(stop) {stop.mean().item():.4f}")
-    return history
 
 
 class _Logger:

@@ -9,6 +9,14 @@ and an action turn is ``action tokens + <|im_end|>``; this module scores those t
 
 Rows are right-padded, so one forward serves all (state, action) pairs; gradients flow when
 called under ``torch.enable_grad()`` (used by the RL recipe).
+
+Whole turns over the full vocabulary (what KL-regularised RL on every token needs):
+
+    first, second = branch_logprobs(model, prompts, move_ids)   # [n, V], [n, n_moves, V]
+    # first: log p(· | prompt); second[:, j]: log p(· | prompt, move_ids[j]) — one row per prompt,
+    # the moves as sibling branches under a tree attention mask (no prompt recomputed per move)
+    table = position_logprobs(model, prompts, turns)            # [n, max_len, V]: each turn token's
+    # next-token distribution, for sampled turns of any length
 """
 
 from __future__ import annotations
@@ -82,6 +90,60 @@ def next_token_and_stop_logprobs(model, prompts: Sequence[Sequence[int]], token_
     first = torch.log_softmax(logits[index, ends], dim=-1)[:, list(token_ids)]
     stop = torch.log_softmax(logits[index, ends + 1], dim=-1)[:, stop_id]
     return first, stop
+
+
+def branch_logprobs(model, prompts: Sequence[Sequence[int]], branch_ids: Sequence[int],
+                    *, pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Full-vocabulary log-probs at the end of each prompt and after each one-token branch.
+
+    Returns ``first [n, V]`` = log p(· | prompt) and ``second [n, B, V]`` with
+    ``second[i, j]`` = log p(· | prompt_i, branch_ids[j]). One row per prompt holds the prompt
+    followed by all B branch tokens; a tree attention mask lets each branch token see the prompt
+    and itself only, at the same position id, so every branch is exactly the plain forward of
+    ``prompt + [branch]`` (the prompt is computed once instead of B times). Rows are left-padded
+    so the B + 1 scored positions line up at the end and only they go through the LM head.
+    """
+    n, b = len(prompts), len(branch_ids)
+    lengths = [len(p) for p in prompts]
+    longest = max(lengths)
+    width = longest + b
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    positions = torch.zeros((n, width), dtype=torch.long)
+    allowed = torch.zeros((n, width, width), dtype=torch.bool)
+    causal = torch.tril(torch.ones((longest, longest), dtype=torch.bool))
+    branches = torch.tensor(list(branch_ids), dtype=torch.long)
+    for i, (prompt, length) in enumerate(zip(prompts, lengths)):
+        start = longest - length
+        ids[i, start:longest] = torch.tensor(list(prompt))
+        ids[i, longest:] = branches
+        positions[i, start:longest] = torch.arange(length)
+        positions[i, longest:] = length
+        allowed[i, start:longest, start:longest] = causal[:length, :length]
+        allowed[i, longest:, start:longest] = True
+    allowed |= torch.eye(width, dtype=torch.bool)  # branch tokens see themselves; padding rows stay finite
+    mask = torch.zeros((n, 1, width, width)).masked_fill(~allowed[:, None], torch.finfo(torch.float32).min)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=b + 1).logits.float()
+    logp = torch.log_softmax(logits, dim=-1)
+    return logp[:, 0], logp[:, 1:]
+
+
+def position_logprobs(model, prompts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]],
+                      *, pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``out[i, j]`` = log p(· | prompts[i], continuations[i][:j]) over the full vocabulary.
+
+    Returns ``(logp [n, max_len, V], valid [n, max_len])``; ``valid`` marks real positions
+    (``j < len(continuations[i])``), so padded ones can be masked out of losses.
+    """
+    rows = [list(p) + list(c) for p, c in zip(prompts, continuations)]
+    ids, mask = _right_padded(rows, pad_id)
+    logits = model(input_ids=ids, attention_mask=mask).logits.float()
+    logp = torch.log_softmax(logits, dim=-1)
+    longest = max(len(c) for c in continuations)
+    offsets = torch.arange(longest)[None, :]
+    starts = torch.tensor([len(p) - 1 for p in prompts])[:, None]
+    valid = offsets < torch.tensor([len(c) for c in continuations])[:, None]
+    at = (starts + offsets).clamp(max=ids.shape[1] - 1)
+    return logp[torch.arange(len(rows))[:, None], at], valid
 
 
 def _right_padded(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,8 +8,10 @@
 - ``shipped.py``: the pairs shipped as package data (``pairs/``).
 - ``lora.py``: a policy saved as a LoRA adapter over its base model.
 - ``model_spec.py``: ``import:NAME`` specs naming a model imported once per machine.
+- ``merge.py``: merged references π_α = π_ref + α·(π_θ − π_ref) (linear, TIES, DARE), cached on disk.
 """
 
+from ttsearch.agents.checkpoints.merge import MERGES, ReferenceMerge, merged_reference_dir
 from ttsearch.agents.checkpoints.model_pair import (
     PAIR_MANIFEST,
     ModelPair,
@@ -20,5 +22,5 @@ from ttsearch.agents.checkpoints.shipped import SHIPPED_PAIRS, default_pair_dir
 
 __all__ = [
     "PAIR_MANIFEST", "SHIPPED_PAIRS", "ModelPair", "PairManifest", "check_same_tokenizer",
-    "default_pair_dir",
+    "default_pair_dir", "MERGES", "ReferenceMerge", "merged_reference_dir",
 ]

@@ -2,6 +2,7 @@
 
     pair = ModelPair.load("ckpt/policy", "ckpt/reference", device="cpu", dtype="float32")
     pair = ModelPair.load_dir("runs/maze_pair")     # policy/ + reference/ + ttsearch_pair.json
+    pair = ModelPair.load_dir("runs/maze_pair", reference={"merge": "linear", "alpha": 0.5})  # π_α
     agent = Agent(pair, sampling=SamplingParams(max_new_tokens=16))
     served = pair.with_backends(SGLangBackend(policy_url), SGLangBackend(reference_url))
 
@@ -21,6 +22,7 @@ from typing import Any
 
 from ttsearch.agents.base import Backend
 from ttsearch.agents.checkpoints.lora import check_model_folder, tokenizer_dir
+from ttsearch.agents.checkpoints.merge import ReferenceMerge, merged_reference_dir
 from ttsearch.agents.checkpoints.model_spec import resolve_model_spec
 from ttsearch.agents.prompting import PromptConfig, PromptRenderer
 from ttsearch.envs.errors import BackendError, ConfigError
@@ -151,6 +153,20 @@ def _load_tokenizer(path: Path) -> Any:
         ) from err
 
 
+def open_engine(path: str | Path, *, name: str, device: str | None = None, dtype: Any = None,
+                cache_bytes: int | None = None) -> Any:
+    """An embedded engine (``TransformersBackend``) over one checkpoint folder (model or LoRA
+    adapter) with its tokenizer: what a pair loads, and what an engine process builds
+    (``cache_bytes``: its prefix-cache budget, None: the engine's default)."""
+    # the embedded engine imports torch: loaded when a pair is, not with ttsearch.agents
+    from ttsearch.agents.engines.transformers.backend import TransformersBackend
+
+    path = check_model_folder(path)
+    sized = {} if cache_bytes is None else {"cache_bytes": cache_bytes}
+    return TransformersBackend(path, device=device, dtype=dtype, name=name,
+                               tokenizer=_load_tokenizer(tokenizer_dir(path)), **sized)
+
+
 class ModelPair:
     """Policy and reference backends plus the shared tokenizer, β and prompt settings."""
 
@@ -172,6 +188,8 @@ class ModelPair:
         self.beta = float(beta)
         self.prompt = prompt or PromptConfig()
         self.manifest = manifest or PairManifest(beta=self.beta, prompt=self.prompt)
+        self.reference_merge: ReferenceMerge | None = None
+        """How the reference was merged from the pair (None: the pair's own reference)."""
 
     @classmethod
     def load(
@@ -186,21 +204,14 @@ class ModelPair:
         manifest: PairManifest | None = None,
     ) -> ModelPair:
         """Load two local Hugging Face folders as TransformersBackends (tokenizers checked first)."""
-        # the embedded engine imports torch: loaded when a pair is, not with ttsearch.agents
-        from ttsearch.agents.engines.transformers.backend import TransformersBackend
-
         policy_path, reference_path = (
             check_model_folder(policy_path),
             check_model_folder(reference_path),
         )
         policy_tok, reference_tok = _load_tokenizer(tokenizer_dir(policy_path)), _load_tokenizer(reference_path)
         check_same_tokenizer(policy_tok, reference_tok, str(policy_path), str(reference_path))
-        policy = TransformersBackend(
-            policy_path, device=device, dtype=dtype, name="policy", tokenizer=policy_tok
-        )
-        reference = TransformersBackend(
-            reference_path, device=device, dtype=dtype, name="reference", tokenizer=reference_tok
-        )
+        policy = open_engine(policy_path, name="policy", device=device, dtype=dtype)
+        reference = open_engine(reference_path, name="reference", device=device, dtype=dtype)
         if policy.vocab_size != reference.vocab_size:
             raise BackendError(
                 f"output vocab sizes differ: {policy_path} has {policy.vocab_size}, {reference_path} has "
@@ -210,11 +221,15 @@ class ModelPair:
 
     @classmethod
     def load_dir(
-        cls, path: str | Path, *, device: str | None = None, dtype: Any = None
+        cls, path: str | Path, *, device: str | None = None, dtype: Any = None,
+        reference: ReferenceMerge | Mapping[str, Any] | None = None, merge_cache: str | Path | None = None,
     ) -> ModelPair:
         """Load ``path/policy`` + ``path/reference`` with the settings in ``path/ttsearch_pair.json``.
 
-        The manifest may name other sub-folders (``"policy"``/``"reference"`` keys).
+        The manifest may name other sub-folders (``"policy"``/``"reference"`` keys). ``reference``
+        (a :class:`ReferenceMerge` or its dict, e.g. ``{"merge": "ties", "alpha": 0.5}``) replaces
+        the reference by the merged π_α (``agents/checkpoints/merge.py``), built once in
+        ``merge_cache``; the pair then records it as ``reference_merge``.
         """
         path = Path(path)
         if not path.is_dir():
@@ -223,22 +238,30 @@ class ModelPair:
                 "train one with `ttsearch pair train`"
             )
         manifest = PairManifest.read(path)
-        return cls.load(
+        reference_dir = manifest.reference_dir(path)
+        merge = ReferenceMerge.from_dict(reference) if isinstance(reference, Mapping) else reference
+        if merge is not None:
+            reference_dir = merged_reference_dir(manifest.policy_dir(path), reference_dir, merge, cache_dir=merge_cache)
+        pair = cls.load(
             manifest.policy_dir(path),
-            manifest.reference_dir(path),
+            reference_dir,
             device=device,
             dtype=dtype,
             beta=manifest.beta,
             prompt=manifest.prompt,
             manifest=manifest,
         )
+        pair.reference_merge = merge
+        return pair
 
     def with_backends(self, policy: Backend, reference: Backend) -> ModelPair:
         """This pair (tokenizer, β, prompt settings) served by other engines, e.g. SGLangBackends."""
-        return ModelPair(
+        pair = ModelPair(
             policy, reference, self.tokenizer, beta=self.beta, prompt=self.prompt,
             manifest=self.manifest,
         )
+        pair.reference_merge = self.reference_merge
+        return pair
 
     def renderer(self) -> PromptRenderer:
         """A prompt renderer over the shared tokenizer with this pair's prompt settings."""

@@ -44,13 +44,14 @@ class BatchingBackend:
     """A thread-safe ``Backend`` over an engine with ``sample_batch``/``score_batch``."""
 
     def __init__(self, engine: Any, *, max_calls: int = 512):
-        for method in ("sample_batch", "score_batch", "check_sample", "check_score"):
+        for method in ("sample_batch", "score_batch", "request_checker"):
             if not callable(getattr(engine, method, None)):
                 raise BackendError(f"{type(engine).__name__} cannot batch calls (no {method}()); "
                                    "use it directly, one episode at a time")
         if max_calls < 1:
             raise BackendError(f"max_calls must be >= 1, got {max_calls}")
         self.engine, self.max_calls = engine, max_calls
+        self._checker = engine.request_checker()
         self.name = engine.name
         self.batches = 0
         """Batched engine calls made (``stats.calls`` counts the callers' calls)."""
@@ -77,13 +78,22 @@ class BatchingBackend:
     def has_prefix_cache(self) -> bool:
         return self.engine.has_prefix_cache
 
+    @property
+    def supports_full_logprobs(self) -> bool:
+        return bool(getattr(self.engine, "supports_full_logprobs", False))
+
+    @property
+    def max_positions(self) -> int:
+        """The engine's context length (0: unknown); the agent fits prompts to it."""
+        return int(getattr(self.engine, "max_positions", 0) or 0)
+
     def sample(self, prompts: Sequence[Sequence[int]], *, n: int, params: SamplingParams,
                stats: EngineStats | None = None) -> list[list[Sample]]:
-        call = self.engine.check_sample(prompts, n=n, params=params)
+        call = self._checker.check_sample(prompts, n=n, params=params)
         return self._submit(_Call("sample", call, stats))
 
     def score(self, requests: Sequence[ScoreRequest], *, stats: EngineStats | None = None) -> list[TokenScores]:
-        return self._submit(_Call("score", self.engine.check_score(requests), stats))
+        return self._submit(_Call("score", self._checker.check_score(requests), stats))
 
     def clear_cache(self) -> None:
         """Drop every cached prefix, between batches (never under a running one)."""

@@ -26,6 +26,8 @@ from ttsearch.benchmarks.perf.search import (
 )
 from ttsearch.envs.errors import ConfigError
 
+INTERRUPTED = "with --out, finished episodes are kept in OUT/cells/; rerun the same command to continue"
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pair", default=None, help="pair folder (default: the shipped maze pair)")

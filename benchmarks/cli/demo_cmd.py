@@ -20,6 +20,8 @@ from rich.table import Table
 from ttsearch.agents.checkpoints.shipped import default_pair_dir
 from ttsearch.benchmarks.run.demo import play_demo, summarize
 
+INTERRUPTED = "finished episodes are kept in OUT/results.jsonl; rerun the same command to continue"
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--episodes", type=int, default=200, help="held-out maze layouts (default 200)")

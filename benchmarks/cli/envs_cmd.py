@@ -1,7 +1,10 @@
-"""List the registered environments, their factories, and whether they import here.
+"""List the environments known here (registered, and installed entry points), and whether they import.
 
     ttsearch envs
-    ttsearch envs --json    # [{"name", "factory", "tasks", "description", "importable", "error"}]
+    ttsearch envs --import keydoor_env   # with the environments a module registers
+    ttsearch envs --json    # [{"name", "factory", "tasks", "description", "source", "importable", "error"}]
+
+``source`` is "registry" or "entry point <distribution>" (group ``ttsearch.envs``; listing loads it).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ttsearch.envs.errors import TtsearchError
-from ttsearch.envs.registry import REGISTRY, load_attr
+from ttsearch.envs.registry import REGISTRY, entry_points, env_entry, load_attr
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -25,16 +28,20 @@ def registry_rows() -> list[dict[str, Any]]:
     """One row per registered environment; importing each factory tells if its deps are here."""
 
     rows = []
-    for name, entry in sorted(REGISTRY.items()):
-        error = None
+    plugins = {name: ep for name, ep in entry_points().items() if name not in REGISTRY}
+    for name in sorted({*REGISTRY, *plugins}):
+        source = "registry" if name in REGISTRY else f"entry point {getattr(plugins[name].dist, 'name', '?')}"
+        factory, tasks, description, error = (plugins[name].value if name in plugins else None), None, "", None
         try:
+            entry = env_entry(name)  # loads an entry point
+            factory, tasks, description = entry.factory, entry.tasks, entry.description
             load_attr(entry.factory, what="environment", extra=entry.extra)
         except TtsearchError as err:
             error = str(err)
         except Exception as err:  # an adapter that breaks on import is reported, not fatal
             error = f"{type(err).__name__}: {err}"
-        rows.append({"name": name, "factory": entry.factory, "tasks": entry.tasks,
-                     "description": entry.description, "importable": error is None, "error": error})
+        rows.append({"name": name, "factory": factory, "tasks": tasks, "description": description,
+                     "source": source, "importable": error is None, "error": error})
     return rows
 
 

@@ -20,6 +20,8 @@ from ttsearch.benchmarks.run.config import load_config
 from ttsearch.benchmarks.run.runner import run_experiment
 from ttsearch.envs.errors import ConfigError
 
+INTERRUPTED = "finished episodes are kept in OUT/episodes.jsonl; rerun the same command with --resume to continue"
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="YAML run config (e.g. benchmarks/configs/paper-maze.yaml)")

@@ -17,12 +17,23 @@ one task at a time and alternating engines:
    a second transformers pair (``engine_replay.py``), which must reproduce the same path.
 
 It prints one JSON object: ``max_abs_logprob_diff`` (max |lp_sglang - lp_transformers| over
-every scored token of (1) and every replayed candidate token of (2), policy and reference),
+every scored token of (1) and every replayed candidate token of (2), policy and reference) next
+to ``logprob_tolerance`` (the float32 rounding two correct computations of this pair may differ
+by: ``agents/engines/numerics.py``, with M the largest |logit| or |logsumexp| of the transformers
+models over the compared sequences) and ``logprob_agreement`` (the first within the second: the
+command exits 1 when it is false, else 0), ``same_path_fraction`` (the layouts whose replay
+took the recorded path), ``divergences`` (one entry per layout whose replay left it: the call,
+and the score gaps of the swapped candidates behind it; see ``engine_replay.py``),
 ``prefix_cache_hit_frac`` (SGLang cached / prompt tokens summed over the beam workload's
 responses, both servers; the boundary token before the first scored position is always
 recomputed and counts as a miss; see ``engine_stats.py`` for why the server-log figure in
 ``beam.sglang_prefill_log`` is lower), ``sglang_s`` and ``transformers_s`` (wall seconds of (1)
 plus the beam runs of (2) on each engine), and details per workload and engine.
+
+Unseeded CPU SGLang sampling plus a replay through another engine can meet a near-tie: two
+candidates whose scores differ by less than the engines' log-prob disagreement swap places and
+the replayed beam leaves the recorded path. That layout is reported (``divergences``) and the
+run goes on; only log-probs outside the tolerance make the command fail.
 """
 
 from __future__ import annotations
@@ -34,11 +45,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ttsearch.agents import Agent, ModelPair, PlainActionParser, SamplingParams
 from ttsearch.agents.base import ScoreRequest
 from ttsearch.agents.checkpoints.shipped import default_pair_dir
+from ttsearch.agents.engines.numerics import forward_depth, logprob_tolerance, row_magnitude
 from ttsearch.agents.engines.sglang.backend import SGLangBackend
-from ttsearch.benchmarks.perf.engine_replay import RecordingProposer, ReplayProposer
+from ttsearch.benchmarks.perf.engine_replay import RecordingProposer, ReplayDiverged, ReplayProposer
 from ttsearch.benchmarks.perf.engine_stats import ResponseTally, log_offset, prefill_tally
 from ttsearch.envs import list_tasks
 from ttsearch.envs.base import Step, Trajectory
@@ -127,6 +141,63 @@ def timed(fn, *a, **kw):
     return out, time.perf_counter() - start
 
 
+def workload_magnitude(pair: Any, requests: list) -> float:
+    """M of the tolerance rule: the largest |logit| or |logsumexp| of the pair's transformers
+    models over the full sequences of ``requests`` (one plain forward per distinct sequence)."""
+
+    magnitude = 0.0
+    sequences = {r.prefix_ids + r.continuation_ids for r in requests}
+    for backend in (pair.policy, pair.reference):
+        with torch.no_grad():
+            for ids in sequences:
+                logits = backend.model(torch.tensor([list(ids)], device=backend.model.device)).logits[0]
+                magnitude = max(magnitude, row_magnitude(logits))
+    return magnitude
+
+
+def recorded_requests(records: list) -> list[ScoreRequest]:
+    """Every recorded candidate as a scoring request: the rows the replay compares."""
+    return [ScoreRequest(prompt, cand.generated_token_ids) for record in records
+            for prompt, group in zip(record.prompts, record.candidates, strict=True) for cand in group]
+
+
+def replay_beam(task: Any, recorder: RecordingProposer, replay_pair: Any, make_beam, scorer) -> dict[str, Any]:
+    """The beam once through ``recorder`` (every proposal recorded), then replayed through
+    ``replay_pair``'s engines on the recorded candidates; what the replay agreed on.
+
+    A replay that leaves the recorded path is reported in ``divergence`` (and the figures that
+    need a finished replay are None), never raised."""
+
+    out: dict[str, Any] = {}
+    first, out["beam_recorded_s"] = timed(make_beam().run, task, task.make, recorder, scorer, Budget())
+    replay = ReplayProposer(recorder.records, replay_pair, scorer=scorer)
+    start = time.perf_counter()
+    try:
+        second = make_beam().run(task, task.make, replay, scorer, Budget())
+    except ReplayDiverged:
+        second = None
+    out["replay_s"] = time.perf_counter() - start
+    failed = ["all_calls"]
+    if second is not None:
+        a_steps, b_steps = first.trajectory.steps, second.trajectory.steps
+        # spans, not whole generations: samples with one span tie exactly in PA on transformers and
+        # within float noise on SGLang, so either may be kept (their trailing stop tokens can differ)
+        checks = {"all_calls": replay.exhausted, "actions": first.trajectory.actions == second.trajectory.actions,
+                  "spans": [s.action_token_ids for s in a_steps] == [s.action_token_ids for s in b_steps],
+                  "tree": len(first.tree) == len(second.tree), "stop": first.stop_reason == second.stop_reason}
+        failed = [k for k, ok in checks.items() if not ok]
+        if failed:
+            replay.final_divergence("same calls, other result: " + ", ".join(failed))
+    out["replay_same_path"] = not failed
+    out["replay_failed_checks"] = failed
+    out["divergence"] = replay.divergence.as_dict() if replay.divergence is not None else None
+    out["replay_score_diff"] = abs((first.score or 0.0) - (second.score or 0.0)) if second is not None else None
+    out["replay_policy_diff"], out["replay_reference_diff"] = replay.diff.policy, replay.diff.reference
+    out["replay_tokens"] = replay.diff.tokens
+    out["recorded"] = first
+    return out
+
+
 def run_task(task, engines: dict, args, scorer, walk_rng, meters: dict) -> dict[str, Any]:
     """Both workloads for one layout on both engines; the figures to aggregate."""
 
@@ -134,6 +205,7 @@ def run_task(task, engines: dict, args, scorer, walk_rng, meters: dict) -> dict[
     out: dict[str, Any] = {"task": task.id}
     # (1) scoring: identical requests through both engines
     requests = score_requests(tf, walk_states(task, args.walk_steps, walk_rng))
+    out["magnitude"] = workload_magnitude(tf, requests)
     diff = 0.0
     for model in ("policy", "reference"):
         a, t_sg = timed(getattr(sg, model).score, requests)
@@ -154,24 +226,15 @@ def run_task(task, engines: dict, args, scorer, walk_rng, meters: dict) -> dict[
     tallies, logs = meters["responses"], meters["logs"]
     marks = {k: t.snapshot() for k, t in tallies.items()}
     offsets = {k: log_offset(p) for k, p in logs.items()}
-    first, out["beam_sglang_s"] = timed(beam().run, task, task.make, recorder, scorer, Budget())
+    replayed = replay_beam(task, recorder, replay_pair, beam, scorer)
+    out["magnitude"] = max(out["magnitude"], workload_magnitude(tf, recorded_requests(recorder.records)))
+    first = replayed.pop("recorded")
+    out["beam_sglang_s"] = replayed.pop("beam_recorded_s")
+    out.update(replayed)
     out["responses"] = {k: t.since(marks[k]) for k, t in tallies.items()}
     out["prefill_log"] = {k: prefill_tally(p, offsets[k]) for k, p in logs.items()}
     native, out["beam_transformers_s"] = timed(beam().run, task, task.make,
                                                Agent(tf, sampling=sampling, parser=parser), scorer, Budget())
-    replay = ReplayProposer(recorder.records, replay_pair)
-    second, out["replay_s"] = timed(beam().run, task, task.make, replay, scorer, Budget())
-    a_steps, b_steps = first.trajectory.steps, second.trajectory.steps
-    # spans, not whole generations: samples with one span tie exactly in PA on transformers and
-    # within float noise on SGLang, so either may be kept (their trailing stop tokens can differ)
-    checks = {"all_calls": replay.exhausted, "actions": first.trajectory.actions == second.trajectory.actions,
-              "spans": [s.action_token_ids for s in a_steps] == [s.action_token_ids for s in b_steps],
-              "tree": len(first.tree) == len(second.tree), "stop": first.stop_reason == second.stop_reason}
-    out["replay_same_path"] = all(checks.values())
-    out["replay_failed_checks"] = [k for k, ok in checks.items() if not ok]
-    out["replay_score_diff"] = abs((first.score or 0.0) - (second.score or 0.0))
-    out["replay_policy_diff"], out["replay_reference_diff"] = replay.diff.policy, replay.diff.reference
-    out["replay_tokens"] = replay.diff.tokens
     out["success"] = {"sglang": first.success, "transformers": native.success}
     out["usage"] = {"sglang": asdict(first.usage), "transformers": asdict(native.usage)}
     return out
@@ -204,7 +267,9 @@ def run(args: EnginesBenchSettings, *, quiet: bool = True) -> dict[str, Any]:
     finally:
         for backend in launched:
             backend.close()
-    return summarize(rows, args, startup)
+    dtype = str(tf.policy.model.dtype).removeprefix("torch.")
+    depth = max(forward_depth(tf.policy.model), forward_depth(tf.reference.model))
+    return summarize(rows, args, startup, dtype=dtype, depth=depth)
 
 
 def _sum(rows: list[dict], *path: str) -> float:
@@ -217,8 +282,12 @@ def _sum(rows: list[dict], *path: str) -> float:
     return total
 
 
-def summarize(rows: list[dict[str, Any]], args: EnginesBenchSettings, startup: dict) -> dict[str, Any]:
+def summarize(rows: list[dict[str, Any]], args: EnginesBenchSettings, startup: dict, *,
+              dtype: str = "float32", depth: int) -> dict[str, Any]:
+    """The JSON object of the module docstring from the per-layout rows of :func:`run_task`."""
     n = len(rows)
+    max_diff = max(max(r["score_diff"], r["replay_policy_diff"], r["replay_reference_diff"]) for r in rows)
+    tolerance = logprob_tolerance(dtype, max(r["magnitude"] for r in rows), depth)
     score_s = {e: sum(r[f"score_{e}_s_{m}"] for r in rows for m in ("policy", "reference"))
                for e in ("sglang", "transformers")}
     beam_s = {e: sum(r[f"beam_{e}_s"] for r in rows) for e in ("sglang", "transformers")}
@@ -238,14 +307,18 @@ def summarize(rows: list[dict[str, Any]], args: EnginesBenchSettings, startup: d
                  ("generated_tokens", "scored_tokens", "prompt_tokens", "cached_tokens", "computed_tokens")}
              for e in ("sglang", "transformers")}
     return {
-        "max_abs_logprob_diff": max(max(r["score_diff"], r["replay_policy_diff"], r["replay_reference_diff"])
-                                    for r in rows),
+        "max_abs_logprob_diff": max_diff,
+        "logprob_tolerance": tolerance,
+        "logprob_agreement": max_diff <= tolerance,
+        "same_path_fraction": sum(r["replay_same_path"] for r in rows) / n,
+        "divergences": [{"task": r["task"], **r["divergence"]} for r in rows if r["divergence"] is not None],
         "prefix_cache_hit_frac": sum(v["cached_tokens"] for v in responses.values()) / prompt if prompt else None,
         "sglang_s": score_s["sglang"] + beam_s["sglang"],
         "transformers_s": score_s["transformers"] + beam_s["transformers"],
         "episodes": n,
         "settings": {"width": args.width, "expand": args.expand, "max_new_tokens": args.max_new_tokens,
                      "walk_steps": args.walk_steps, "seed": args.seed},
+        "tolerance_rule": {"dtype": dtype, "layers": depth, "magnitude": max(r["magnitude"] for r in rows)},
         "scoring": {"requests": sum(r["score_requests"] for r in rows),
                     "tokens_compared": sum(r["score_tokens"] for r in rows),
                     "max_abs_logprob_diff": max(r["score_diff"] for r in rows),
@@ -254,12 +327,13 @@ def summarize(rows: list[dict[str, Any]], args: EnginesBenchSettings, startup: d
             "sglang_s": beam_s["sglang"], "transformers_s": beam_s["transformers"],
             "replay_transformers_s": sum(r["replay_s"] for r in rows),
             "success_rate": {e: sum(r["success"][e] for r in rows) / n for e in ("sglang", "transformers")},
-            "replay_same_path_frac": sum(r["replay_same_path"] for r in rows) / n,
             "replay_failed": {r["task"]: r["replay_failed_checks"] for r in rows if r["replay_failed_checks"]},
             "replay_tokens_compared": sum(r["replay_tokens"] for r in rows),
             "replay_max_abs_policy_diff": max(r["replay_policy_diff"] for r in rows),
             "replay_max_abs_reference_diff": max(r["replay_reference_diff"] for r in rows),
-            "replay_max_abs_trajectory_score_diff": max(r["replay_score_diff"] for r in rows),
+            # over the layouts whose replay finished on the recorded path
+            "replay_max_abs_trajectory_score_diff": max((r["replay_score_diff"] for r in rows
+                                                         if r["replay_same_path"]), default=None),
             "sglang_responses": responses,
             "sglang_prefill_log": logs,
             "usage_per_engine": usage,

@@ -143,8 +143,7 @@ def measure_pair(pair_dir: str | Path, *, layouts: int = 50, split: str = "test"
         "n_pairs": int(adv_all.size),
         "move_turns": {"kind": "one token per turn" if one_token else "move text + stop token",
                        **{m: len(t) for m, t in turns.items()}},
-        "pa": metrics,
-        "pa_whole_turn": metrics,  # the scored span is the whole turn here (one token, or text + stop)
+        "pa": metrics,  # whole turns: one token, or the move text + stop token
         "policy_logprob": _metrics(pol_all, adv_all, optimal_sets),
         "mean_abs_error": float(np.mean(np.abs(pa_all - adv_all))),
         "reference_move_mass": float(np.mean(np.concatenate(ref_mass))),

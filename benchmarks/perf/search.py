@@ -10,7 +10,7 @@ task) under the same per-episode :class:`Budget` (default ``tokens=240``: genera
 tokens together, so progress advantage pays for its reference pass; to spend about the same
 tokens, scorers that need no reference get ``--baseline-scale`` times more samples: a maze PA
 candidate costs 2 generated + 1 scored token, a log-prob one 2). It prints one JSON object:
-``results`` (success rate ± binomial stderr, mean tokens and other compute per episode, per
+``results`` (success rate ± stderr, mean tokens and other compute per episode, per
 cell), ``comparisons`` (the issue's claims as paired differences over the same episodes, with
 paired standard errors) and ``early_stopping`` (token saving and success change of each
 early-stopping variant against the same controller without it). With ``--out DIR`` every
@@ -20,7 +20,6 @@ finished episode is appended to ``DIR/cells/<cell>.jsonl`` and a rerun resumes.
 from __future__ import annotations
 
 import json
-import math
 import multiprocessing
 import time
 from collections.abc import Callable, Mapping
@@ -38,12 +37,33 @@ from ttsearch.benchmarks.run.jsonl_log import JsonlWriter, read_rows
 from ttsearch.envs import list_tasks
 from ttsearch.envs.base import Task
 from ttsearch.envs.errors import ConfigError, unknown_choice
-from ttsearch.scorers import make_scorer
+from ttsearch.scorers import SCORERS as SCORER_REGISTRY
+from ttsearch.scorers import make_scorer, scorer_options
+from ttsearch.scorers.metrics import mean_and_stderr, success_rate_and_stderr
 from ttsearch.search import CONTROLLERS, Budget, make_controller
 from ttsearch.search.base import resolve_horizon
 from ttsearch.search.early_stopping import describe, make_early_stop
 
-SCORERS = ("progress_advantage", "policy_logprob", "self_certainty")
+SCORERS = ("progress_advantage", "progress_advantage_centered", "policy_logprob", "self_certainty",
+           "self_certainty_paper")
+"""Default scorer labels: a registered scorer name, or a name with a variant suffix (SUFFIXES)."""
+SUFFIXES: dict[str, dict[str, Any]] = {"_paper": {"sign": "paper"}, "_decisive": {"span": "decisive"}}
+"""``self_certainty_paper`` = self_certainty with the PA paper's sign (+mean of the top-20 log-probs;
+plain ``self_certainty`` is DeepConf's −mean); ``progress_advantage_decisive`` = PA on the tokens
+the parser says decide the move."""
+
+
+def scorer_variant(label: str) -> tuple[str, dict[str, Any]]:
+    """(registered scorer name, options) of a bench scorer label (module docstring)."""
+    if label in SCORER_REGISTRY:
+        return label, {}
+    for suffix, options in SUFFIXES.items():
+        name = label.removesuffix(suffix)
+        if name != label and name in SCORER_REGISTRY and set(options) <= set(scorer_options(name)):
+            return name, dict(options)
+    labels = sorted([*SCORER_REGISTRY, *(n + s for s, o in SUFFIXES.items() for n in SCORER_REGISTRY
+                                          if set(o) <= set(scorer_options(n)))])
+    raise ConfigError(unknown_choice("bench scorer", label, labels))
 CONTROLLER_CONFIGS: dict[str, dict[str, Any]] = {
     "greedy": {},
     "step_best_of_n": {"k": 8},
@@ -117,9 +137,11 @@ def load_agent(pair_dir: str | Path | None, *, max_new_tokens: int, temperature:
     return agent, pair, pair.manifest.env or "maze", dict(pair.manifest.env_kwargs)
 
 
-def make_scorer_for(name: str, pair: Any, options: dict[str, Any] | None = None):
-    options = dict(options or {})
-    if name == "progress_advantage":
+def make_scorer_for(label: str, pair: Any, options: dict[str, Any] | None = None):
+    """The scorer of a bench label (``scorer_variant``), with the pair's β for PA variants."""
+    name, variant = scorer_variant(label)
+    options = {**variant, **(options or {})}
+    if "beta" in scorer_options(name):
         options.setdefault("beta", pair.beta)
     return make_scorer(name, **options)
 
@@ -146,7 +168,8 @@ def build_cells(settings: SearchBenchSettings, horizon: int | None = None) -> li
             base.setdefault("horizon", horizon)
         for scorer in (["none"] if name == "greedy" else settings.scorers):
             options = dict(base)
-            if scorer not in ("none", "progress_advantage", "reference_logprob") and name in MATCH_PARAM:
+            free = scorer != "none" and "reference_logprobs" not in SCORER_REGISTRY[scorer_variant(scorer)[0]].requires
+            if free and name in MATCH_PARAM:
                 key = MATCH_PARAM[name]
                 options[key] = max(1, round(options.get(key, 1) * settings.baseline_scale))
             cells.append({"id": f"{name}/{scorer}", "controller": name, "options": options, "scorer": scorer,
@@ -220,14 +243,15 @@ def run_cell(cell: dict[str, Any], task_dicts: list[dict[str, Any]], budget_text
 
 def summarize(cell: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
     n = len(records)
-    p = sum(r["success"] for r in records) / n
+    p, stderr = success_rate_and_stderr([r["success"] for r in records])
 
     def mean(key: str) -> float:
         return sum(r[key] for r in records) / n
 
     return {"cell": cell["id"], "controller": cell["controller"], "scorer": cell["scorer"],
+            "scorer_spec": None if cell["scorer"] == "none" else scorer_variant(cell["scorer"]),
             "early_stop": cell["early_stop"], "options": cell["options"], "episodes": n, "success_rate": p,
-            "stderr": math.sqrt(p * (1 - p) / n), "tokens": mean("tokens"),
+            "stderr": stderr, "tokens": mean("tokens"),
             "generated_tokens": mean("generated_tokens"), "scored_tokens": mean("scored_tokens"),
             "model_calls": mean("model_calls"), "env_steps": mean("env_steps"), "steps": mean("steps"),
             "budget_stops": sum(r["stop_reason"].startswith("budget:") for r in records),
@@ -238,12 +262,10 @@ def paired(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> tuple[float, flo
     """Mean of success(a) − success(b) over shared tasks, its paired stderr, and the count."""
     sb = {r["task"]: r["success"] for r in b}
     diffs = [float(r["success"]) - float(sb[r["task"]]) for r in a if r["task"] in sb]
-    n = len(diffs)
-    if n == 0:
+    if not diffs:
         return 0.0, 0.0, 0
-    mean = sum(diffs) / n
-    var = sum((d - mean) ** 2 for d in diffs) / (n - 1) if n > 1 else 0.0
-    return mean, math.sqrt(var / n), n
+    mean, stderr = mean_and_stderr(diffs)
+    return float(mean), float(stderr), len(diffs)
 
 
 def comparisons(records: dict[str, list[dict[str, Any]]]) -> tuple[list[dict], list[dict]]:
@@ -259,9 +281,14 @@ def comparisons(records: dict[str, list[dict[str, Any]]]) -> tuple[list[dict], l
     for name in LOOKAHEAD:
         add(f"{name} by PA beats step_best_of_n by PA", f"{name}/{pa}", f"step_best_of_n/{pa}")
     add("step_best_of_n by PA beats greedy", f"step_best_of_n/{pa}", "greedy/none")
+    scorers = list(dict.fromkeys(c.split("/")[1] for c in records if c.count("/") == 1))
     for name in CONTROLLER_CONFIGS:
-        for other in ("policy_logprob", "self_certainty"):
-            add(f"{name}: PA beats {other}", f"{name}/{pa}", f"{name}/{other}")
+        for other in scorers:
+            if other not in (pa, "none"):
+                add(f"{name}: PA beats {other}", f"{name}/{pa}", f"{name}/{other}")
+        if "progress_advantage_centered" in scorers:
+            add(f"{name}: centred PA beats policy_logprob", f"{name}/progress_advantage_centered",
+                f"{name}/policy_logprob")
     early = []
     for cell in records:
         parts = cell.split("/")

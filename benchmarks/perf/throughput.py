@@ -31,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ttsearch.agents.engines.sglang.runtime import runtime_problem
@@ -68,6 +69,9 @@ class ThroughputSettings:
             if not levels or 1 not in levels or min(levels) < 1:
                 raise ConfigError(f"concurrency levels must be >= 1 and include 1 (the baseline), got {levels}")
 
+
+RUN_DIR = Path("runs/bench-throughput")
+"""Where the SGLang servers of ``sglang_smollm2`` write their logs (as ``bench engines``)."""
 
 MAZE = {"pair": "default:maze", "sampling": {"max_new_tokens": 2},
         "arms": [{"name": "beam", "controller": "beam", "kwargs": {"width": 3, "expand": 3}, "scorer": "pa"}],
@@ -112,7 +116,7 @@ def _signature(row: dict[str, Any]) -> dict[str, Any]:
 def play(spec: dict[str, Any], tasks: dict[str, Any], concurrency: int) -> dict[str, Any]:
     """Play a workload's episodes at one concurrency; episodes/s, forward share, per-episode results."""
     config = parse_config({"name": "throughput", **spec, "tasks": tasks, "concurrency": concurrency})
-    s = setup(config, concurrency=concurrency)
+    s = setup(config, concurrency=concurrency, out=RUN_DIR)  # SGLang servers log under RUN_DIR/sglang
     clock = ForwardClock()
     for runner in _runners(s):
         runner.clock = clock

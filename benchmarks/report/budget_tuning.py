@@ -5,7 +5,7 @@
     table.choice["easy"].arm            # 'greedy' when it is within tolerance of the best arm
 
 Episodes are grouped by difficulty × arm; each cell has its success rate ± standard error
-(binomial, √(p(1−p)/n)) and mean tokens (generated + reference-scored). In each difficulty the
+(``scorers.metrics.mean_and_stderr``, the one formula of every table) and mean tokens (generated + reference-scored). In each difficulty the
 *best* arm has the highest success rate (ties: fewer tokens); the *compute-optimal* arm is the
 cheapest arm whose success is at least ``best − tolerance``, with ``tolerance`` = the best arm's
 standard error by default (or a fixed absolute value). Ties in tokens go to higher success, then
@@ -14,12 +14,12 @@ the arm name. A group ``"all"`` pools every difficulty.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ttsearch.envs.errors import ConfigError
+from ttsearch.scorers.metrics import success_rate_and_stderr
 
 ALL = "all"
 
@@ -54,8 +54,8 @@ class BudgetTable:
 
 def _cell(difficulty: str, arm: str, episodes: Sequence[EpisodeOutcome]) -> ArmCell:
     n = len(episodes)
-    p = sum(bool(e.success) for e in episodes) / n
-    return ArmCell(difficulty, arm, n, p, math.sqrt(p * (1 - p) / n), sum(e.tokens for e in episodes) / n)
+    p, stderr = success_rate_and_stderr([e.success for e in episodes])
+    return ArmCell(difficulty, arm, n, p, stderr, sum(e.tokens for e in episodes) / n)
 
 
 def tune(episodes: Sequence[EpisodeOutcome], *, tolerance: float | None = None) -> BudgetTable:

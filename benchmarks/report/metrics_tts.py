@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ttsearch.envs.errors import ConfigError, unknown_choice
+from ttsearch.scorers.metrics import mean_and_stderr  # the one stderr formula (re-exported here)
 
 TIE_RULES = ("first", "average")
 
@@ -83,15 +84,6 @@ def subset_sizes(n_max: int) -> list[int]:
         raise ConfigError(f"need at least one rollout per task, got {n_max}")
     sizes = [1 << i for i in range(n_max.bit_length()) if 1 << i < n_max]
     return [*sizes, n_max]
-
-
-def mean_and_stderr(values: Sequence[float]) -> tuple[float | None, float | None]:
-    """Mean over tasks and its standard error (sample std / √T); (None, None) when empty."""
-    arr = np.asarray(values, dtype=float)
-    if arr.size == 0:
-        return None, None
-    stderr = float(arr.std(ddof=1) / math.sqrt(arr.size)) if arr.size > 1 else 0.0
-    return float(arr.mean()), stderr
 
 
 def best_of_n_curve(tasks: Sequence[tuple[Sequence[float | None], Sequence[bool]]], *,

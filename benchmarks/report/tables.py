@@ -20,7 +20,28 @@ Sections of ``summary`` (JSON-able; a metric that is undefined is null, and ``no
 * ``fa[scorer]``: over the FAILED pool trajectories with a true decisive step, accuracy and MAE
   of ``min_cumulative`` plus every method under ``methods``; ``fa_baselines``: blaming the first
   step, the last step or a uniformly random step on the same failures.
-* ``budget``: per difficulty × arm success and mean tokens, and the compute-optimal arm.
+* ``budget``: per difficulty × arm success and mean tokens, and the compute-optimal arm (the
+  group ``all`` alone when the tasks have one difficulty, or none known: another group would
+  only repeat it).
+* ``diagnostics``: per scorer, step scores of parseable vs unparseable steps, trajectory scores
+  of successful vs failed rollouts, and what each best-of-N pick contains and which step
+  decided it (``diagnostics.py``).
+* ``selection[arm]``: best-of-n re-ranking by majority vote and each scorer's weighted votes on
+  the rollouts' final answers (envs with ``has_final_answer``; ``sections.py``).
+* ``alpha_sweep``: progress-advantage scorers against the pair's reference and every merged
+  reference π_α (labels ``<scorer>@<merge>-<α>``), side by side.
+* ``tuned``: the picks of ``ttsearch tune-scorer`` (``DIR/tuned_scorers.yaml``) evaluated on the
+  tasks they were not tuned on, beside the paper's default cell on the same tasks.
+* ``scorer_specs``: what each label is (name, options such as self-certainty's ``sign``, merged
+  reference, tuning provenance), from the manifest.
+* ``available``: which optional sections have data (``best_of_n``, ``fa``, ``difficulty``,
+  ``roc``); the markdown and the plots leave out the ones that do not, and ``notes`` say why.
+
+Difficulty and failure-attribution truth come from the environment: an env registered with an
+attribution module (``register(name, Env, tasks=..., attribution="my_pkg.attribution")``, a
+module with ``task_info(task) -> {"difficulty": ...}`` and ``decisive_mistake(trajectory) ->
+{"decisive_step": ...}``) gets both recorded in every row by ``ttsearch run``
+(``benchmarks/run/episode_record.py``); without one they are null.
 """
 
 from __future__ import annotations
@@ -30,7 +51,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ttsearch.benchmarks.report.budget_tuning import BudgetTable, EpisodeOutcome, tune
+from ttsearch.benchmarks.report.budget_tuning import ALL, BudgetTable, EpisodeOutcome, tune
+from ttsearch.benchmarks.report.diagnostics import diagnostics, standardised
 from ttsearch.benchmarks.report.metrics_fa import all_methods, positional_baselines
 from ttsearch.benchmarks.report.metrics_tts import (
     best_of_n_curve,
@@ -39,10 +61,16 @@ from ttsearch.benchmarks.report.metrics_tts import (
     subset_sizes,
 )
 from ttsearch.benchmarks.report.metrics_uq import roc_points, uq_metrics
+from ttsearch.benchmarks.report.sections import alpha_sweep, selection_section, tuned_section
 from ttsearch.envs.errors import ConfigError
+from ttsearch.scorers.metrics import success_rate_and_stderr
 
-EPISODES_FILE, MANIFEST_FILE = "episodes.jsonl", "run.json"
+EPISODES_FILE, MANIFEST_FILE, TUNED_FILE = "episodes.jsonl", "run.json", "tuned_scorers.yaml"
 UNKNOWN_DIFFICULTY = "unknown"
+ATTRIBUTION_HOOK = ("register the env with an attribution module: register(name, Env, tasks=..., "
+                    "attribution='my_pkg.attribution'), a module with task_info(task) -> {'difficulty': ...} "
+                    "and decisive_mistake(trajectory) -> {'decisive_step': ...}")
+"""How an environment provides difficulty and failure-attribution truth (said in the notes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +82,8 @@ class RunData:
     notes: tuple[str, ...] = ()
     errors: tuple[dict[str, Any], ...] = ()
     """Episodes an env fault ended (``error`` rows): counted, never scored."""
+    validation: tuple[dict[str, Any], ...] = ()
+    """Finished episodes of validation tasks (``task.role``): for ``ttsearch tune-scorer`` only."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +93,8 @@ class Report:
     summary: dict[str, Any]
     roc: dict[str, tuple[list[float], list[float]] | None] = field(default_factory=dict)
     budget: BudgetTable | None = None
+    spread: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    """Per scorer, z-scored step / trajectory scores by parse and outcome (the diagnostics plot)."""
 
 
 def load_run(directory: str | Path) -> RunData:
@@ -105,9 +137,14 @@ def load_run(directory: str | Path) -> RunData:
         kinds = sorted({r["error"]["kind"] for r in errors})
         notes.append(f"{len(errors)} episodes ended by an env fault ({', '.join(kinds)}) are left out; "
                      "`ttsearch run CONFIG --out DIR --resume --retry-errors` reruns them")
+    validation = tuple(r for r in finished if (r.get("task") or {}).get("role") == "validation")
+    finished = tuple(r for r in finished if (r.get("task") or {}).get("role") != "validation")
+    if validation:
+        notes.append(f"{len(validation)} episodes of validation tasks are left out of every table "
+                     "(`ttsearch tune-scorer` tunes on them)")
     if not finished:
         raise ConfigError(f"{path} has no finished episodes yet; wait for the run or check its log")
-    return RunData(directory, manifest, finished, tuple(notes), errors)
+    return RunData(directory, manifest, finished, tuple(notes), errors, validation)
 
 
 def _arms(run: RunData) -> list[str]:
@@ -135,8 +172,8 @@ def _tts_arms(run: RunData, arms: list[str]) -> dict[str, Any]:
         rows = [r for r in run.rows if r["arm"] == arm]
         if not rows:
             continue
-        p = sum(bool(r["success"]) for r in rows) / len(rows)
-        out[arm] = {"n": len(rows), "success_rate": p, "stderr": (p * (1 - p) / len(rows)) ** 0.5,  # binomial
+        p, stderr = success_rate_and_stderr([bool(r["success"]) for r in rows])
+        out[arm] = {"n": len(rows), "success_rate": p, "stderr": stderr,
                     "mean_tokens": mean_and_stderr([r["usage"].get("tokens", 0) for r in rows])[0],
                     "mean_generated_tokens": mean_and_stderr([r["usage"].get("generated_tokens", 0) for r in rows])[0],
                     "controller": rows[0].get("controller"), "search_scorer": rows[0].get("search_scorer")}
@@ -217,10 +254,16 @@ def _fa_baselines(pool: list[dict[str, Any]]) -> dict[str, Any]:
     return positional_baselines([t["n_steps"] for t in failures], [t["truth"]["decisive_step"] for t in failures])
 
 
-def _budget(run: RunData, tolerance: float | None) -> tuple[dict[str, Any], BudgetTable]:
+def _budget(run: RunData, tolerance: float | None, notes: list[str]) -> tuple[dict[str, Any], BudgetTable]:
     outcomes = [EpisodeOutcome(str(((r.get("task") or {}).get("info") or {}).get("difficulty") or UNKNOWN_DIFFICULTY),
                                r["arm"], bool(r["success"]), float(r["usage"].get("tokens", 0))) for r in run.rows]
     table = tune(outcomes, tolerance=tolerance)
+    groups = [d for d in table.cells if d != ALL]
+    if len(groups) == 1:  # the one group repeats "all": leave it out
+        notes.append("budget tuning per difficulty: no task has a known difficulty; " + ATTRIBUTION_HOOK
+                     if groups == [UNKNOWN_DIFFICULTY] else
+                     f"budget tuning: every task has difficulty {groups[0]!r}, so only 'all' is shown")
+        table = BudgetTable(*({ALL: part[ALL]} for part in (table.cells, table.best, table.choice, table.tolerance)))
     out = {}
     for difficulty, cells in table.cells.items():
         out[difficulty] = {"best": table.best[difficulty].arm, "choice": table.choice[difficulty].arm,
@@ -238,7 +281,15 @@ def build_report(run: RunData, *, tolerance: float | None = None) -> Report:
     best = _best_of_n(run, arms, scorers)
     pool = _pool(run, arms, notes)
     uq, roc = _uq(pool, scorers)
-    budget, table = _budget(run, tolerance)
+    budget, table = _budget(run, tolerance, notes)
+    fa = _fa(pool, scorers)
+    has_truth = any((t.get("truth") or {}).get("decisive_step") is not None for t in pool)
+    if not has_truth:
+        failures = sum(not t["success"] for t in pool)
+        notes.append("failure attribution left out: " + (
+            "no failed trajectory in the UQ/FA pool" if not failures else
+            f"none of the {failures} failed trajectories has a known decisive step; " + ATTRIBUTION_HOOK))
+    extra = _extra_sections(run, arms, scorers, pool, notes)
     summary = {
         "run": {"dir": str(run.directory), "episodes": len(run.rows), "env_errors": len(run.errors),
                 "arms": arms, "scorers": scorers,
@@ -248,9 +299,30 @@ def build_report(run: RunData, *, tolerance: float | None = None) -> Report:
         "tts_arms": _tts_arms(run, arms),
         "best_of_n": best,
         "uq": uq,
-        "fa": _fa(pool, scorers),
+        "fa": fa,
         "fa_baselines": _fa_baselines(pool),
         "budget": budget,
+        **extra,
+        "available": {"best_of_n": bool(best), "fa": any(m["n"] for m in fa.values()),
+                      "difficulty": len(table.cells) > 1, "roc": any(p is not None for p in roc.values()),
+                      **{name: extra[name] is not None for name in ("selection", "tuned")},
+                      "diagnostics": any(v is not None for part in extra["diagnostics"].values() for v in part.values())},
         "notes": notes,
     }
-    return Report(summary, roc, table)
+    summary["alpha_sweep"] = alpha_sweep(summary, extra["scorer_specs"])
+    summary["available"]["alpha_sweep"] = summary["alpha_sweep"] is not None
+    return Report(summary, roc, table, {label: standardised(pool, label) for label in scorers})
+
+
+def _extra_sections(run: RunData, arms: list[str], scorers: list[str], pool: list[dict[str, Any]],
+                    notes: list[str]) -> dict[str, Any]:
+    """Diagnostics, voting selection, tuned cells and the scorers' specs (``sections.py``)."""
+    with_rollouts = [r for r in run.rows if r.get("rollouts")]
+    pool_arms = list(run.manifest.get("applications", {}).get("uq_fa_arms") or [])
+    out = {"diagnostics": diagnostics(pool, with_rollouts, scorers),
+           "selection": selection_section(list(run.rows), arms, scorers),
+           "tuned": tuned_section(list(run.rows), pool_arms, run.directory / TUNED_FILE),
+           "scorer_specs": dict(run.manifest.get("scorer_specs") or {})}
+    if out["selection"] is None and with_rollouts:
+        notes.append("voting selection left out: no rollout has a final answer (envs with Env.has_final_answer)")
+    return out

@@ -5,8 +5,11 @@
 
 A config is YAML (see ``benchmarks/configs/smoke-maze.yaml``)::
 
+    imports: [keydoor_env]             # optional: modules that register environments (imported first)
     pair: default:maze                 # a shipped pair, or a folder made by `ttsearch pair train`
     tasks: {split: test, limit: 50}    # env: the pair's env unless given; kwargs over the pair's
+    # or tasks listed inline (any env, a lister or not):
+    # tasks: {env: keydoor, items: [{id: kd-0, seed: 0, kwargs: {size: 5}}, {id: kd-1, seed: 1}]}
     seeds: [0]                         # controller seeds
     arms:                              # one controller (+ the scorer label that guides it) each
       - {name: greedy, controller: greedy}
@@ -16,9 +19,11 @@ A config is YAML (see ``benchmarks/configs/smoke-maze.yaml``)::
       - {name: self_certainty, label: sc, kwargs: {k: 20}}
     applications: {uq_fa_arms: [bon16-pa]}
 
-Unknown fields, unknown controller/scorer/env names, bad budgets and missing pair folders are
-refused with one line naming the field and the fix. Relative pair folders are resolved against
-the current directory.
+The whole config is checked before anything runs, and every problem is listed in one line
+(unknown fields first, since a misspelt field also makes a required one look missing): unknown
+fields, unknown controller/scorer/env names, environment modules that do not import, bad and
+impossible budgets (an arm whose budget cannot pay for one call of its controller with its
+scorer), missing pair folders. Relative pair folders are resolved against the current directory.
 """
 
 from __future__ import annotations
@@ -32,9 +37,22 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ttsearch.agents.checkpoints.shipped import SHIPPED_PAIRS
+from ttsearch.benchmarks.run.config_errors import format_validation_error
+from ttsearch.benchmarks.run.config_specs import (
+    Applications,
+    EngineSpec,
+    ExecutorSpec,
+    PairSpec,
+    ReferenceSpec,
+    SamplingSpec,
+    ScorerSpec,
+    TaskSpec,
+    expand_variants,
+)
 from ttsearch.envs.errors import ConfigError, TtsearchError, unknown_choice
-from ttsearch.envs.registry import REGISTRY, load_attr
-from ttsearch.scorers.registry import SCORERS, scorer_options
+from ttsearch.envs.registry import import_modules, load_attr
+from ttsearch.scorers.registry import SCORERS
+from ttsearch.search.base import Controller
 from ttsearch.search.budget import Budget
 from ttsearch.search.registry import CONTROLLERS, make_controller
 
@@ -55,33 +73,6 @@ def _check_budget(value: dict[str, Any]) -> dict[str, Any]:
     except TtsearchError as err:
         raise ValueError(str(err)) from None
     return value
-
-
-class ScorerSpec(_Model):
-    """An evaluation scorer: a registered scorer name, a label (default: the name) and options."""
-
-    name: str
-    label: str | None = None
-    kwargs: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("name")
-    @classmethod
-    def _known(cls, value: str) -> str:
-        if value not in SCORERS:
-            raise ValueError(unknown_choice("scorer", value, SCORERS))
-        return value
-
-    @model_validator(mode="after")
-    def _options(self) -> ScorerSpec:
-        unknown = sorted(set(self.kwargs) - set(scorer_options(self.name)))
-        if unknown:
-            raise ValueError(f"scorer {self.name!r} has no option(s) {', '.join(unknown)}; "
-                             f"valid options: {', '.join(scorer_options(self.name)) or '(none)'}")
-        return self
-
-    @property
-    def key(self) -> str:
-        return self.label or self.name
 
 
 class ArmSpec(_Model):
@@ -118,74 +109,21 @@ class ArmSpec(_Model):
         return self
 
 
-class TaskSpec(_Model):
-    """Which tasks: ``list_tasks(env, split=..., limit=..., [episode_seed=...,] **kwargs)``."""
-
-    env: str | None = None
-    """Environment name (default: the pair's env from its manifest)."""
-    split: str = "test"
-    limit: int = Field(ge=1)
-    episode_seed: int | None = None
-    """Passed to the env's task lister when set (the maze seeds its episodes with it)."""
-    kwargs: dict[str, Any] = Field(default_factory=dict)
-    """Task-lister / env options, laid over the pair manifest's env kwargs (minus gamma)."""
-
-    @field_validator("env")
-    @classmethod
-    def _known(cls, value: str | None) -> str | None:
-        if value is not None and ":" not in value and value not in REGISTRY:
-            raise ValueError(unknown_choice("environment", value, REGISTRY) + " (or a 'module:Class' spec)")
-        return value
-
-
-class SamplingSpec(_Model):
-    max_new_tokens: int = Field(default=4, ge=1)
-    temperature: float = Field(default=1.0, ge=0)
-    top_p: float = Field(default=1.0, gt=0, le=1)
-    top_k: int = Field(default=0, ge=0)
-
-
-class Applications(_Model):
-    uq_fa_arms: list[str] = Field(default_factory=list)
-    """Arms whose trajectories (all rollouts where present) form the UQ / FA pool."""
-
-
-class EngineSpec(_Model):
-    """Which engine serves the pair: the embedded transformers engine, or SGLang servers."""
-
-    kind: Literal["transformers", "sglang"] = "transformers"
-    policy_url: str | None = None
-    reference_url: str | None = None
-    """URLs of running servers (``ttsearch serve``); both None: the run launches its own
-    (logs in OUT/sglang) and stops them at the end. Deployment only: not in the config hash."""
-
-    @model_validator(mode="after")
-    def _both_or_neither(self) -> EngineSpec:
-        if (self.policy_url is None) != (self.reference_url is None):
-            raise ValueError("give both policy_url and reference_url, or neither (the run then launches servers)")
-        if self.kind == "transformers" and self.policy_url is not None:
-            raise ValueError("policy_url/reference_url need kind: sglang")
-        return self
-
-
-class ExecutorSpec(_Model):
-    """Where episodes run: in this process (``local``), or sharded over Ray actors (``ray``), each
-    with its own engine (or pointing at the config's SGLang servers). Deployment only: not hashed."""
-
-    kind: Literal["local", "ray"] = "local"
-    address: str | None = None
-    """A running Ray cluster (``ray start --head``; e.g. "auto" or "ray://host:10001"); None
-    with kind ray: a local cluster is started for the run."""
-    workers: int = Field(default=2, ge=1)
-    """Ray actors, each running ``concurrency`` episodes at a time."""
-
-
 class RunConfig(_Model):
     """A whole experiment (see the module docstring)."""
 
     name: str = "run"
-    pair: str
+    imports: list[str] = Field(default_factory=list)
+    """Modules imported before the rest of the config is read (they ``register`` environments);
+    the working directory is importable. ``parse_config`` imports them."""
+    pair: PairSpec
+    """A shipped pair (``default:NAME``) or a pair folder; or ``{path: ..., reference: {merge,
+    alpha, ...}}`` to search and score against the merged reference π_α (``config_specs.py``)."""
     tasks: TaskSpec
+    validation: TaskSpec | None = None
+    """Validation tasks (e.g. ``{split: train, limit: 100, kwargs: {start: 20000}}``; env and
+    kwargs as ``tasks``), played by every arm like the others: ``ttsearch tune-scorer`` picks on
+    them; ``ttsearch report`` leaves them out of every table."""
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     sampling: SamplingSpec = Field(default_factory=SamplingSpec)
     match_admissible: bool = True
@@ -193,7 +131,8 @@ class RunConfig(_Model):
     parser: str = "plain"
     """How a message becomes an action: "plain" (``PlainActionParser``, first line or after
     "Action:") or a ``"package.module:Class"`` spec of any ``ActionParser`` with a no-argument
-    constructor (e.g. ``ttsearch.agents.parsing:FinalNumberParser``)."""
+    constructor (e.g. ``ttsearch.agents.parsing:FinalNumberParser``). With "plain", an env that
+    names its own (``Env.action_parser``: the tool-calling benchmarks' ``ToolCallParser``) gets it."""
     prompt: Literal["auto", "pair", "env"] = "auto"
     """Prompt settings: the pair's (``ttsearch_pair.json``: system prompt, history length) or
     the env's own system prompt with the full history. auto: the pair's on the env it was
@@ -204,6 +143,10 @@ class RunConfig(_Model):
     """Default per-episode budget for arms without their own."""
     arms: list[ArmSpec] = Field(min_length=1)
     scorers: list[ScorerSpec] = Field(min_length=1)
+    reference_variants: list[ReferenceSpec] = Field(default_factory=list)
+    """Merged references to sweep: each progress-advantage scorer (or each label of
+    ``reference_variant_scorers``) is also evaluated against every variant, as ``<label>@<variant>``."""
+    reference_variant_scorers: list[str] | None = None
     top_logprobs: int = Field(default=20, ge=1)
     """Top-k log-probs per action token in the rescoring pass (certainty baselines read them)."""
     applications: Applications = Field(default_factory=Applications)
@@ -231,18 +174,31 @@ class RunConfig(_Model):
             raise ValueError(str(err)) from None
         return value
 
+    @field_validator("pair", mode="before")
+    @classmethod
+    def _pair_text(cls, value: Any) -> Any:
+        return {"path": value} if isinstance(value, str) else value
+
     @field_validator("pair")
     @classmethod
-    def _pair(cls, value: str) -> str:
-        if value.startswith(DEFAULT_PAIR_PREFIX):
-
-            name = value[len(DEFAULT_PAIR_PREFIX):]
+    def _pair(cls, value: PairSpec) -> PairSpec:
+        path = value.path
+        if path.startswith(DEFAULT_PAIR_PREFIX):
+            name = path[len(DEFAULT_PAIR_PREFIX):]
             if name not in SHIPPED_PAIRS:
                 raise ValueError(unknown_choice("shipped pair", name, SHIPPED_PAIRS) + " (write default:NAME)")
-        elif not Path(value).is_dir():
-            raise ValueError(f"pair folder {value!r} does not exist; use default:maze or a folder made by "
+        elif not Path(path).is_dir():
+            raise ValueError(f"pair folder {path!r} does not exist; use default:maze or a folder made by "
                              "`ttsearch pair train --env maze --out DIR`")
         return value
+
+    @property
+    def pair_path(self) -> str:
+        return self.pair.path
+
+    @property
+    def pair_reference(self) -> ReferenceSpec | None:
+        return self.pair.reference
 
     @field_validator("budget")
     @classmethod
@@ -265,23 +221,44 @@ class RunConfig(_Model):
 
     @model_validator(mode="after")
     def _references(self) -> RunConfig:
+        problems = self.problems()
+        if len(problems) == 1:
+            raise ValueError(problems[0])
+        if problems:
+            raise ValueError(f"{len(problems)} errors: " + " ".join(f"({i}) {p};" for i, p in enumerate(problems, 1))[:-1])
+        return self
+
+    def problems(self) -> list[str]:
+        """Every cross-field problem ("where: what"), all of them: names that must refer to each
+        other, and each arm's budget against the smallest call its controller makes."""
+        out = []
         arms = [a.name for a in self.arms]
         labels = self.scorer_labels()
         for kind, names in (("arm name", arms), ("scorer label", labels)):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
-                raise ValueError(f"duplicate {kind}(s) {', '.join(dupes)}; give each a unique one")
+                out.append(f"duplicate {kind}(s) {', '.join(dupes)}; give each a unique one")
         for i, arm in enumerate(self.arms):
             if arm.scorer is not None and arm.scorer not in labels:
-                raise ValueError(f"arms[{i}].scorer {arm.scorer!r} is not an evaluation scorer label; "
-                                 f"choose one of: {', '.join(labels)} (or add it to 'scorers')")
+                out.append(f"arms[{i}].scorer {arm.scorer!r} is not an evaluation scorer label; "
+                           f"choose one of: {', '.join(labels)} (or add it to 'scorers')")
+            else:
+                out += arm_problems(i, arm, self.evaluation_scorers(), self.budget, self.sampling.max_new_tokens)
         for name in self.applications.uq_fa_arms:
             if name not in arms:
-                raise ValueError(f"applications.uq_fa_arms: {unknown_choice('arm', name, arms)}")
-        return self
+                out.append(f"applications.uq_fa_arms: {unknown_choice('arm', name, arms)}")
+        own = [s.key for s in self.scorers]
+        for name in self.reference_variant_scorers or []:
+            if name not in own:
+                out.append(f"reference_variant_scorers: {unknown_choice('scorer label', name, own)}")
+        return out
+
+    def evaluation_scorers(self) -> list[ScorerSpec]:
+        """``scorers`` plus their copies against every reference variant (``config_specs.py``)."""
+        return expand_variants(list(self.scorers), list(self.reference_variants), self.reference_variant_scorers)
 
     def scorer_labels(self) -> list[str]:
-        return [s.key for s in self.scorers]
+        return [s.key for s in self.evaluation_scorers()]
 
     def arm_budget(self, arm: ArmSpec) -> dict[str, Any]:
         return dict(self.budget if arm.budget is None else arm.budget)
@@ -294,67 +271,116 @@ class RunConfig(_Model):
         """Covers everything that changes results; deployment settings do not (server URLs,
         concurrency, the executor, the env timeout: a resume may change them)."""
         data = self.normalised()
-        data["engine"] = {"kind": self.engine.kind}
+        data["engine"] = {"kind": self.engine.kind}  # URLs and processes are deployment
         for deployment in ("concurrency", "executor", "env_timeout_s"):
             data.pop(deployment)
+        # Fields added later are hashed only when set, so runs made before them still resume.
+        if not data["imports"]:
+            del data["imports"]
+        if data["tasks"]["items"] is None:
+            del data["tasks"]["items"]
+        if data["prompt"] == "auto":
+            del data["prompt"]
+        if data["pair"]["reference"] is None:  # a plain pair hashes as its path, as before
+            data["pair"] = data["pair"]["path"]
+        for added in ("validation", "reference_variant_scorers"):
+            if data[added] is None:
+                del data[added]
+        if not data["reference_variants"]:
+            del data["reference_variants"]
+        for scorer in data["scorers"]:
+            for added in ("reference", "tuned"):
+                if scorer[added] is None:
+                    del scorer[added]
         text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _loc_text(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "top level"
+def feasibility_problems(controller: Controller, scorer: Any, budget: Budget, *, max_new_tokens: int,
+                         scorer_label: str | None = None) -> list[str]:
+    """What stops ``controller`` guided by ``scorer`` (an instance or its class) from taking one
+    step under ``budget``: the checks ``SearchContext`` makes when an episode starts, made up
+    front so that nothing fails after other work has run."""
+    label = scorer_label or getattr(scorer, "name", "scorer")
+    scores_steps = controller._scores_steps()  # the controller's own rule (greedy: only when asked)
+    needs_reference = scores_steps and "reference_logprobs" in getattr(scorer, "requires", frozenset())
+    out = []
+    if scores_steps and not getattr(scorer, "scores_candidates", True) and (
+            controller.ranks_candidates or controller.early_stop):
+        out.append(f"scorer {label!r} scores whole trajectories only; use it with greedy or "
+                   "trajectory_best_of_n (without early_stop), or as an evaluation scorer")
+    try:
+        budget.check_feasible(max_new_tokens=max_new_tokens, scores_reference=needs_reference)
+    except TtsearchError as err:
+        out.append(str(err))
+    return out
 
 
-def _fields_at(loc: tuple[Any, ...]) -> list[str] | None:
-    """The valid field names of the model that holds ``loc``'s last part (for 'unknown field')."""
-    model: Any = RunConfig
-    for part in loc[:-1]:
-        if isinstance(part, int):
-            continue
-        field = getattr(model, "model_fields", {}).get(part)
-        if field is None:
+def arm_problems(index: int, arm: ArmSpec, scorers: list[ScorerSpec], default_budget: dict[str, Any],
+                 max_new_tokens: int) -> list[str]:
+    """What stops arm ``index`` from taking a single step, found before any episode runs."""
+    label = arm.scorer if arm.scorer is not None else (scorers[0].key if scorers else None)  # as the runner picks
+    spec = next((s for s in scorers if s.key == label), None)
+    if spec is None:
+        return []  # reported as an unknown label, or the scorers did not validate
+    controller = make_controller(arm.controller, seed=0, **arm.kwargs)
+    where = "budget" if arm.budget is not None else "the default budget"
+    budget = Budget(**(default_budget if arm.budget is None else arm.budget))
+    problems = feasibility_problems(controller, SCORERS[spec.name], budget, max_new_tokens=max_new_tokens,
+                                    scorer_label=label)
+    return [f"arms[{index}] ({arm.name}): " + (p if p.startswith("scorer") else f"{where}: {p}") for p in problems]
+
+
+def _partial_problems(data: dict[str, Any]) -> list[str]:
+    """The arms' budget problems among the parts of an invalid config that did validate, so
+    that one pass lists them with the field errors (the model's own check needs a valid whole)."""
+    def valid(model: Any, value: Any) -> Any:
+        try:
+            return model.model_validate(value)
+        except ValidationError:
             return None
-        annotation = field.annotation
-        args = getattr(annotation, "__args__", ())
-        model = next((a for a in (annotation, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
-        if model is None:
-            return None
-    return list(getattr(model, "model_fields", {}))
+
+    sampling = valid(SamplingSpec, data.get("sampling", {}))
+    raw_scorers, raw_arms = data.get("scorers"), data.get("arms")
+    if sampling is None or not isinstance(raw_scorers, list) or not isinstance(raw_arms, list):
+        return []
+    scorers = [valid(ScorerSpec, s) for s in raw_scorers]
+    if None in scorers:
+        return []  # the default scorer (the first one) would be a guess
+    try:
+        default_budget = _check_budget(data.get("budget") or {})
+    except (ValueError, TypeError):
+        return []
+    out = []
+    for i, raw in enumerate(raw_arms):
+        arm = valid(ArmSpec, raw)
+        if arm is not None:
+            out += arm_problems(i, arm, scorers, default_budget, sampling.max_new_tokens)
+    return out
 
 
-def format_validation_error(err: ValidationError, source: str) -> str:
-    """One line: where (file and field path), what is wrong, and how to fix it."""
-    first = err.errors()[0]
-    # drop pydantic's union-member tags (e.g. "literal['auto','none']"): not config fields
-    loc = tuple(p for p in first["loc"] if isinstance(p, int) or "[" not in p)
-    where = _loc_text(loc)
-    if first["type"] == "extra_forbidden":
-        valid = _fields_at(loc)
-        fix = f"; valid fields here: {', '.join(valid)}" if valid else ""
-        msg = f"unknown field {loc[-1]!r}{fix}"
-        where = _loc_text(loc[:-1])
-    elif first["type"] == "missing":
-        msg = "required field is missing; add it"
-    else:
-        msg = first["msg"].removeprefix("Value error, ")
-        if first["type"] not in ("value_error", "assertion_error"):
-            msg += f" (got {first.get('input')!r})"
-    more = len(err.errors()) - 1
-    tail = f" (+{more} more error{'s' if more > 1 else ''})" if more else ""
-    return f"{source}: {where}: {msg}{tail}" if loc else f"{source}: {msg}{tail}"
+def _import_first(data: dict[str, Any], source: str) -> None:
+    """Import the config's ``imports`` before validating the rest (they register its env names)."""
+    imports = data.get("imports", [])
+    if not isinstance(imports, list) or not all(isinstance(m, str) for m in imports):
+        raise ConfigError(f"{source}: imports: must be a list of module names, e.g. imports: [keydoor_env]")
+    try:
+        import_modules(imports, source="imports:")
+    except TtsearchError as err:
+        raise ConfigError(f"{source}: imports: {err}") from None
 
 
 def parse_config(data: Any, *, source: str = "config") -> RunConfig:
     """Validate a config mapping; errors become one-line :class:`ConfigError`."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the config must be a YAML mapping of fields (pair, tasks, arms, scorers, ...)")
+    _import_first(data, source)
     try:
         return RunConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, source)) from None
+        fields_failed = any(e["loc"] for e in err.errors())  # else the model's own check listed all
+        extra = _partial_problems(data) if fields_failed else []
+        raise ConfigError(format_validation_error(err, source, extra, RunConfig)) from None
 
 
 def load_config(path: str | Path) -> RunConfig:

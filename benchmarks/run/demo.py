@@ -12,7 +12,6 @@ it finishes; a rerun with the same OUT skips finished episodes.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from ttsearch.benchmarks.run.jsonl_log import JsonlWriter, read_rows
 from ttsearch.envs import list_tasks
 from ttsearch.envs.errors import ConfigError
 from ttsearch.scorers import make_scorer
+from ttsearch.scorers.metrics import success_rate_and_stderr
 from ttsearch.search import Budget, make_controller
 
 ARMS: dict[str, tuple[str, dict[str, Any], str]] = {
@@ -77,11 +77,11 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
         if not mine:
             continue
         n = len(mine)
-        rate = sum(r["success"] for r in mine) / n
+        rate, stderr = success_rate_and_stderr([r["success"] for r in mine])
         out[arm] = {
             "episodes": n,
             "success_rate": rate,
-            "stderr": math.sqrt(rate * (1 - rate) / n),
+            "stderr": stderr,
             "tokens": sum(r["tokens"] for r in mine) / n,
             "steps": sum(r["steps"] for r in mine) / n,
         }

@@ -105,8 +105,9 @@ def play_job(s: Setup, job: Job, outcome: Outcome, *, env_timeout_s: float | Non
     started = time.perf_counter()
 
     def timed_out(fault: EnvFault) -> None:  # from the watchdog's thread on a timeout
+        role = "validation" if job.task.id in s.validation_ids else "test"
         outcome.post(Finished(job, error_row(job.arm, job.task, job.seed, fault,
-                                             wall_s=time.perf_counter() - started)))
+                                             wall_s=time.perf_counter() - started, role=role)))
 
     def make_env() -> GuardedEnv:
         return GuardedEnv.open(job.task.make, where=f"{job.task.env}/{job.task.id}", timeout_s=env_timeout_s,

@@ -75,6 +75,8 @@ def fmt(value: Fraction) -> str:
 class ReasoningGymEnv(AdapterEnv):
     """A reasoning-gym dataset; ``reset(seed=k)`` plays its item generated with seed k."""
 
+    has_final_answer = True  # the episode ends with ``answer: <text>``: best-of-N may vote on it
+
     def __init__(self, *, dataset: str = "countdown", config: Mapping[str, Any] | None = None,
                  max_steps: int | None = None, step_timeout_s: float | None = 30.0):
         super().__init__(max_steps=max_steps or DEFAULT_MAX_STEPS.get(dataset, 5), step_timeout_s=step_timeout_s)

@@ -62,6 +62,7 @@ class ToolCallingEnv(Env):
     """Base for adapters whose actions are assistant messages with tool calls."""
 
     deterministic = True
+    action_parser = "ttsearch.agents.parsing:ToolCallParser"
 
     def __init__(self, *, max_turns: int | None, step_timeout_s: float | None):
         if max_turns is not None and max_turns < 1:

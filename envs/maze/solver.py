@@ -9,7 +9,7 @@ The MDP: states are the open cells; goal and pit cells are absorbing (reward 1 o
 goal, 0 on entering a pit); discount ``gamma``; the step limit is not part of the MDP (values
 are infinite-horizon discounted).
 
-The KL-regularised problem (DESIGN §1) maximises E[Σ γ^t (r_t − β·log π(a_t|s_t)/π_ref(a_t|s_t))].
+The KL-regularised problem (docs/design.md, "Progress advantage") maximises E[Σ γ^t (r_t − β·log π(a_t|s_t)/π_ref(a_t|s_t))].
 Its optimal policy is π*(a|s) = π_ref(a|s)·exp(A*(s,a)/β) with
 
     Q*(s,a) = E[r + γ·V*(s')],   V*(s) = β·log Σ_a π_ref(a|s)·exp(Q*(s,a)/β),   A* = Q* − V*.

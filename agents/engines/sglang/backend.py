@@ -7,7 +7,7 @@
     engine = SGLangBackend.in_process("runs/pair/policy")          # sglang.Engine, no HTTP
 
 Token ids in, token ids and log-probs out; the HTTP and Engine transports share one request
-builder. Facts it relies on (SGLang 0.5.23, DESIGN §3, re-checked by tests/test_sglang_backend.py):
+builder. Facts it relies on (SGLang 0.5.23, docs/design.md, "Engines", re-checked by tests/test_sglang_backend.py):
 - Log-probs come as ``[logprob, token_id, text]``. The first input log-prob at
   ``logprob_start_len`` is always None, so scoring a continuation that starts at position ``p``
   asks ``logprob_start_len = p - 1``; the radix cache is reused only up to that position
@@ -164,6 +164,16 @@ class SGLangBackend:
     def has_prefix_cache(self) -> bool:
         return True
 
+    @property
+    def supports_full_logprobs(self) -> bool:
+        """False: SGLang returns top-k log-probs per position, never the whole row."""
+        return False
+
+    def _refuse_full_rows(self) -> None:
+        raise BackendError(f"{self.name}: SGLang returns top-k log-probs only, not whole log-prob rows "
+                           "(full_logprobs); an exact per-token KL needs the embedded engine "
+                           "(engine: {kind: transformers})")
+
     def clear_cache(self) -> None:
         """Flush the server's radix cache (SGLang refuses while requests are running)."""
         self._transport.flush_cache()
@@ -222,6 +232,8 @@ class SGLangBackend:
     ) -> list[list[Sample]]:
         if n < 1:
             raise BackendError(f"n must be >= 1, got {n}")
+        if params.full_logprobs:
+            self._refuse_full_rows()
         prompts = [[int(t) for t in p] for p in prompts]
         if not prompts:
             return []
@@ -318,6 +330,8 @@ class SGLangBackend:
         return out
 
     def _score(self, requests: Sequence[ScoreRequest], *, cost: EngineStats, count: bool) -> list[TokenScores]:
+        if any(req.full_logprobs for req in requests):
+            self._refuse_full_rows()
         results: list[TokenScores | None] = [None] * len(requests)
         active = []
         for i, req in enumerate(requests):

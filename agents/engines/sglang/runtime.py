@@ -3,7 +3,8 @@
     problem = runtime_problem()          # None, or one line naming what is missing and the fix
     env = runtime_env(resolve_device("auto"))   # the environment a server process gets
 
-On a CPU-only machine SGLang needs the runtime that ``make sglang-cpu``
+On a CPU-only machine SGLang needs the runtime that ``make sglang-cpu`` or, from an installed
+wheel, ``python -m ttsearch.agents.engines.sglang.setup_cpu``
 (``agents/engines/sglang/support/setup_cpu.sh``) installs: the sglang wheel without its CUDA
 dependencies, and our pure-torch stand-in for the two ``sgl_kernel`` ops its CPU path calls. Server
 processes also get a torchvision stand-in on their path (text-only models never use it). The
@@ -22,7 +23,8 @@ from ttsearch.envs.errors import ConfigError, unknown_choice
 SUPPORT_DIR = Path(__file__).resolve().parent / "support"
 SERVER_SHIMS = SUPPORT_DIR / "server_shims"  # torchvision stand-in: SGLang processes only
 SGL_KERNEL_STANDIN = SUPPORT_DIR / "sgl_kernel_cpu"
-SETUP_HINT = "run `make sglang-cpu` (agents/engines/sglang/support/setup_cpu.sh) to install the CPU runtime"
+SETUP_HINT = ("install the CPU runtime with `python -m ttsearch.agents.engines.sglang.setup_cpu` "
+              "(`make sglang-cpu` in a checkout; both run agents/engines/sglang/support/setup_cpu.sh)")
 DEVICES = ("auto", "cpu", "cuda")
 CPU_DEFAULTS = {"attention_backend": "torch_native", "dtype": "float32", "max_total_tokens": 16384}
 
@@ -51,7 +53,7 @@ def runtime_env(device: str, base: Mapping[str, str] | None = None) -> dict[str,
     """Environment for an SGLang process on ``device`` (``base`` defaults to ``os.environ``).
 
     Always: ``SGLANG_RETURN_ORIGINAL_LOGPROB=1``, so returned log-probs are the model's own
-    (temperature 1) whatever the sampling temperature (SGLang's default scales them; DESIGN §3).
+    (temperature 1) whatever the sampling temperature (SGLang's default scales them; docs/design.md, "Engines").
     CPU: ``SGLANG_USE_CPU_ENGINE=1`` and the torchvision stand-in on ``PYTHONPATH``.
     """
     env = dict(os.environ if base is None else base)

@@ -8,7 +8,7 @@
 
     SGLangServer.connect("http://127.0.0.1:30000")             # a server someone else runs
 
-Workers behind a data-parallel router (cache-aware routing; DESIGN §3 "Distributed"):
+Workers behind a data-parallel router (cache-aware routing; docs/design.md, "Engines"):
 
     with SGLangServer(cfg, run_dir=d, name="w0") as w0, SGLangServer(cfg, run_dir=d, name="w1") as w1:
         with SGLangRouter([w0.url, w1.url], run_dir=d) as router:

@@ -46,8 +46,13 @@ from ttsearch.agents.checkpoints.lora import (
     is_adapter_folder,
     load_adapter_model,
 )
-from ttsearch.agents.engines.transformers.decoding import SampleCall, decode
-from ttsearch.agents.engines.transformers.packed_rows import KV_TOKEN_AXIS, PackedRunner
+from ttsearch.agents.engines.transformers.calls import CallChecker, SampleCall
+from ttsearch.agents.engines.transformers.decoding import decode
+from ttsearch.agents.engines.transformers.packed_rows import (
+    IN_PLACE_MIN_TOKENS,
+    KV_TOKEN_AXIS,
+    PackedRunner,
+)
 from ttsearch.agents.engines.transformers.radix_cache import RadixCache
 from ttsearch.agents.engines.transformers.scoring import score_calls
 from ttsearch.envs.errors import BackendError
@@ -65,26 +70,14 @@ def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     return _DTYPES[dtype]
 
 
-def _as_ids(seqs: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
-    """Token sequences as tuples of Python ints; a sequence object repeated in a batch (one
-    prefix shared by K requests) is converted once."""
-    seen: dict[int, tuple[int, ...]] = {}
-    out = []
-    for seq in seqs:
-        ids = seen.get(id(seq))
-        if ids is None:
-            ids = seen[id(seq)] = tuple(map(int, seq))
-        out.append(ids)
-    return out
-
-
 class TransformersBackend:
     """A causal LM served in-process (CPU or GPU) with a radix prefix cache.
 
     ``cache_bytes``: the tree's budget (keys, values and stored logits); 0 disables the cache.
     ``cache_generated``: also keep the KV of continuation tokens that were fed (sampled tokens
     but the last, scored candidates but the last), so a next prompt that extends one of them
-    reuses it. See the module docstring.
+    reuses it. ``in_place_min_tokens``: cached pieces this long are read in place, shorter ones
+    copied (``packed_rows.IN_PLACE_MIN_TOKENS``). See the module docstring.
     """
 
     def __init__(
@@ -97,6 +90,7 @@ class TransformersBackend:
         tokenizer: Any = None,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         cache_generated: bool = True,
+        in_place_min_tokens: int = IN_PLACE_MIN_TOKENS,
     ):
         if cache_bytes < 0:
             raise BackendError(
@@ -154,11 +148,13 @@ class TransformersBackend:
         self.dtype = next(model.parameters()).dtype
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
         self.max_positions = int(getattr(config, "max_position_embeddings", 0) or 0)
+        self.checker = CallChecker(self.name, self.max_positions)
         self._eos = self._collect_eos(model, tokenizer)
         cache = (
             RadixCache(budget_bytes=cache_bytes, token_axis=KV_TOKEN_AXIS) if cache_bytes else None
         )
-        self.runner = PackedRunner(model, cache=cache, cache_generated=cache_generated)
+        self.runner = PackedRunner(model, cache=cache, cache_generated=cache_generated,
+                                   in_place_min_tokens=in_place_min_tokens)
         self._evictions_seen = 0
 
     # -- protocol properties -------------------------------------------------------------
@@ -175,9 +171,27 @@ class TransformersBackend:
         return self.cache is not None
 
     @property
+    def supports_full_logprobs(self) -> bool:
+        return True
+
+    @property
     def cache(self) -> RadixCache | None:
         """The prefix tree (None when ``cache_bytes=0``)."""
         return self.runner.cache
+
+    def set_cache_bytes(self, budget: int) -> None:
+        """Resize the prefix tree's budget (evicting down to it); 0 drops the cache. Long
+        multi-turn prompts need room: SmolLM2-135M's keys and values take 46 KB a token in
+        float32, so the default 512 MiB holds about 11k tokens (two of BFCL's tool lists)."""
+        if budget < 0:
+            raise BackendError(f"cache_bytes must be >= 0 (0 disables the cache), got {budget}")
+        if not budget:
+            self.runner.cache = None
+        elif self.cache is None:
+            self.runner.cache = RadixCache(budget_bytes=budget, token_axis=KV_TOKEN_AXIS)
+        else:
+            self.cache.budget_bytes = int(budget)
+            self.cache.evict()
 
     def clear_cache(self) -> None:
         """Drop every cached prefix (not counted as evictions)."""
@@ -200,14 +214,6 @@ class TransformersBackend:
                 if tid is not None and tid not in found:
                     found.append(int(tid))
         return tuple(found)
-
-    def _check_length(self, length: int, what: str) -> None:
-        if self.max_positions and length > self.max_positions:
-            raise BackendError(
-                f"{self.name}: {what} needs {length} positions but the model has "
-                f"max_position_embeddings={self.max_positions}; shorten the prompt "
-                "(PromptConfig.max_history_turns) or lower max_new_tokens"
-            )
 
     def _account(self, costs: Sequence[EngineStats], meters: Sequence[EngineStats | None]) -> None:
         """Add each call's cost to its meter and all of them to ``stats``; set ``last_call``."""
@@ -232,14 +238,11 @@ class TransformersBackend:
 
     def check_sample(self, prompts: Sequence[Sequence[int]], *, n: int, params: SamplingParams) -> SampleCall:
         """A ``sample`` call's arguments, checked (one-line BackendError) and normalised."""
-        if n < 1:
-            raise BackendError(f"n must be >= 1, got {n}")
-        call = SampleCall(tuple(_as_ids(prompts)), n, params)
-        if any(not p for p in call.prompts):
-            raise BackendError("sample() got an empty prompt; render the state with PromptRenderer first")
-        if call.prompts:
-            self._check_length(max(map(len, call.prompts)) + params.max_new_tokens, "prompt + max_new_tokens")
-        return call
+        return self.checker.check_sample(prompts, n=n, params=params)
+
+    def request_checker(self) -> CallChecker:
+        """What checks this engine's calls, without the model (a batching layer checks with it)."""
+        return self.checker
 
     def sample_batch(self, calls: Sequence[SampleCall], meters: Sequence[EngineStats | None]
                      ) -> list[list[list[Sample]]]:
@@ -263,15 +266,7 @@ class TransformersBackend:
 
     def check_score(self, requests: Sequence[ScoreRequest]) -> list[ScoreRequest]:
         """A ``score`` call's requests, checked (one-line BackendError) and normalised to tuples."""
-        out = []
-        for req in requests:
-            prefix, cont = tuple(map(int, req.prefix_ids)), tuple(map(int, req.continuation_ids))
-            if cont and not prefix:
-                raise BackendError("score() needs a non-empty prefix: the first token has no context")
-            if cont:
-                self._check_length(len(prefix) + len(cont), "prefix + continuation")
-            out.append(ScoreRequest(prefix, cont, req.top_logprobs))
-        return out
+        return self.checker.check_score(requests)
 
     def score_batch(self, calls: Sequence[Sequence[ScoreRequest]], meters: Sequence[EngineStats | None]
                     ) -> list[list[TokenScores]]:

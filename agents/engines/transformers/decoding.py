@@ -8,7 +8,9 @@ Calls may differ in everything: n, seed, temperature / top-p / top-k, max_new_to
 top_logprobs. Each sample draws from its own counter-based stream, keyed by its call's seed and
 its place in that call (prompt index, copy index), so it gets exactly the tokens it would get in a
 call of its own, whatever else is decoded beside it (log-probs agree to float rounding). Identical
-prompts of different calls share one row: their prefix is matched and run once.
+prompts of different calls share one row: their prefix is matched and run once. A call with
+``full_logprobs`` also gets each generated position's whole log-prob row (the distribution the
+token was drawn from, before temperature), float32 numpy [tokens, vocab].
 """
 
 from __future__ import annotations
@@ -19,17 +21,9 @@ from dataclasses import dataclass
 import torch
 
 from ttsearch.agents.base import EngineStats, Sample, SamplingParams
+from ttsearch.agents.engines.transformers.calls import SampleCall
 from ttsearch.agents.engines.transformers.packed_rows import PackedRunner, Rows
 from ttsearch.agents.engines.transformers.token_sampling import choose_tokens, stream_keys
-
-
-@dataclass(frozen=True, slots=True)
-class SampleCall:
-    """One ``sample`` call: its prompts, copies per prompt and sampling settings."""
-
-    prompts: tuple[tuple[int, ...], ...]
-    n: int
-    params: SamplingParams
 
 
 @dataclass(slots=True)
@@ -108,7 +102,8 @@ def decode(runner: PackedRunner, calls: Sequence[SampleCall], *, eos: Sequence[i
     rows, last, _ = runner.open(unique, [[] for _ in unique], (steps - 1) * int(per_row.max()))
     try:
         k = min(max(call.params.top_logprobs for call in calls), vocab_size)
-        record = _run(runner, rows, draws, last, steps, k)
+        full = any(call.params.full_logprobs for call in calls)
+        record = _run(runner, rows, draws, last, steps, k, full)
         conts: list[list] = [[] for _ in unique]
         for u, r in enumerate(draws.row.tolist()):  # fed tokens: all but the last
             m = record["lengths"][u] - 1
@@ -119,13 +114,16 @@ def decode(runner: PackedRunner, calls: Sequence[SampleCall], *, eos: Sequence[i
     return _collect(calls, draws, record), _costs(calls, unique, rows, draws, record)
 
 
-def _run(runner: PackedRunner, rows: Rows, draws: _Draws, last: torch.Tensor, steps: int, k: int) -> dict:
-    """The decode loop; per draw (row order): tokens, log-probs, top log-probs, slots, lengths."""
+def _run(runner: PackedRunner, rows: Rows, draws: _Draws, last: torch.Tensor, steps: int, k: int,
+         full: bool = False) -> dict:
+    """The decode loop; per draw (row order): tokens, log-probs, top log-probs, slots, lengths
+    (and with ``full`` every position's whole log-prob row)."""
     total, dev = len(draws.row), runner.device
     plen = torch.tensor([len(p) for p in rows.prompts], device=dev)
     tokens = torch.zeros(total, steps, dtype=torch.long, device=dev)
     logprobs = torch.zeros(total, steps, dtype=torch.float32, device=dev)
     tops = torch.zeros(total, steps, k, dtype=torch.float32, device=dev) if k else None
+    rows_full = torch.zeros(total, steps, last.shape[-1], dtype=torch.float32, device=dev) if full else None
     slots = torch.zeros(total, steps, dtype=torch.long, device=dev)  # where each fed token sits
     lengths = torch.zeros(total, dtype=torch.long, device=dev)
     stopped = torch.zeros(total, dtype=torch.bool, device=dev)
@@ -138,6 +136,8 @@ def _run(runner: PackedRunner, rows: Rows, draws: _Draws, last: torch.Tensor, st
         logprobs[alive, step] = logp.gather(1, chosen[:, None])[:, 0]
         if tops is not None:
             tops[alive, step] = logp.topk(k, dim=-1).values
+        if rows_full is not None:
+            rows_full[alive, step] = logp
         lengths[alive] = step + 1
         hit = (chosen[:, None] == draws.stops[alive]).any(1)
         stopped[alive[hit]] = True
@@ -159,6 +159,7 @@ def _run(runner: PackedRunner, rows: Rows, draws: _Draws, last: torch.Tensor, st
         fed += len(alive)
     return {"tokens": tokens.tolist(), "logprobs": logprobs.tolist(), "lengths": lengths.tolist(),
             "tops": tops.tolist() if tops is not None else None, "stopped": stopped.tolist(),
+            "full": rows_full.cpu().numpy() if rows_full is not None else None,
             "slots": slots.tolist(), "fed": fed}
 
 
@@ -169,8 +170,10 @@ def _collect(calls: Sequence[SampleCall], draws: _Draws, record: dict) -> list[l
         top = None
         if k:
             top = tuple(tuple(v[:k]) for v in record["tops"][u][:m])
+        full = record["full"][u, :m].copy() if calls[c].params.full_logprobs else None
         out[c][i][j] = Sample(token_ids=tuple(record["tokens"][u][:m]), logprobs=tuple(record["logprobs"][u][:m]),
-                              top_logprobs=top, finish_reason="stop" if record["stopped"][u] else "length")
+                              top_logprobs=top, finish_reason="stop" if record["stopped"][u] else "length",
+                              full_logprobs=full)
     return out  # type: ignore[return-value]
 
 

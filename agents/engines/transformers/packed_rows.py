@@ -57,6 +57,23 @@ class _SlotLayer(DynamicLayer):
         return self._n
 
 
+IN_PLACE_MIN_TOKENS = 256
+"""A cached piece at least this long is read where it lies; a shorter one is copied into the
+workspace. Reading in place costs a few attention calls per layer and piece; copying costs the
+piece's bytes: a radix tree of many similar prompts holds many short nodes, where copying wins."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Piece:
+    """Prompt tokens [start, stop) of a row: in a tree node from ``offset``, or in the workspace
+    from slot ``offset`` (``node`` None)."""
+
+    start: int
+    stop: int
+    node: torch.Tensor | None
+    offset: int
+
+
 @dataclass(slots=True)
 class Rows:
     """One call's rows: the workspace, what each slot holds, and the cached prefixes read."""
@@ -66,48 +83,44 @@ class Rows:
     """Prompt tokens of each row read from the tree (the rest, its tail, is computed)."""
     matches: list[Match | None]
     segments: list[Segment]
+    pieces: list[list[_Piece]]
+    """Where each row's prompt tokens are (tree nodes or workspace slots), in token order."""
     cache: Any  # a DynamicCache of _SlotLayers over ``buf``
     buf: torch.Tensor  # [layers, 2, rows, kv_heads, capacity, head_dim]
     valid: torch.Tensor  # [rows, capacity] bool: the slot holds a real token
     pos: torch.Tensor  # [rows, capacity] long: its position
     branch: torch.Tensor  # [rows, capacity] long: 0 = the row's prompt, j = continuation j
-    tail: int
+    copied: int
+    """Slots [0, copied) hold the short cached pieces copied in; the tails follow."""
+    prompt_end: int
     """Each row's prompt tail ends at this slot; feeds and decoded tokens follow it."""
     length: int = 0
     released: bool = field(default=False)
 
     def kv(self, r: int, start: int, stop: int, slots: list[int] | None = None) -> torch.Tensor:
         """The payload ``[layers, 2, kv_heads, n, head_dim]`` of row ``r``'s tokens [start, stop):
-        prompt tokens from the tree (cached part) or the tail slots, then continuation tokens
-        from ``slots`` (their workspace slots, in order)."""
-        plen, cached, parts = len(self.prompts[r]), self.cached[r], []
-        if start < cached:
-            parts.append(_path_kv(self.matches[r].segments, start, min(stop, cached)))
-        lo, hi = max(start, cached), min(stop, plen)
-        if lo < hi:
-            first = self.tail - (plen - cached)
-            parts.append(self.buf[:, :, r, :, first + lo - cached : first + hi - cached])
+        prompt tokens from where they are (tree node or workspace), then continuation tokens from
+        ``slots`` (their workspace slots, in order)."""
+        plen, parts = len(self.prompts[r]), []
+        for piece in self.pieces[r]:
+            a, b = max(start, piece.start), min(stop, piece.stop)
+            if a < b:
+                lo = piece.offset + a - piece.start
+                source = self.buf[:, :, r] if piece.node is None else piece.node
+                parts.append(source.narrow(KV_TOKEN_AXIS, lo, b - a))
         if stop > plen:
             index = torch.tensor(slots[max(start - plen, 0) : stop - plen], device=self.buf.device)
             parts.append(self.buf.select(2, r).index_select(KV_TOKEN_AXIS, index))
         return parts[0].clone() if len(parts) == 1 else torch.cat(parts, KV_TOKEN_AXIS)
 
 
-def _path_kv(segments, start: int, stop: int) -> torch.Tensor:
-    at, parts = 0, []
-    for kv, used in segments:
-        a, b = max(start, at), min(stop, at + used)
-        if a < b:
-            parts.append(kv.narrow(KV_TOKEN_AXIS, a - at, b - a))
-        at += used
-    return torch.cat(parts, KV_TOKEN_AXIS)
-
-
 class PackedRunner:
     """Runs a model over packed, prefix-cached rows (see the module docstring)."""
 
-    def __init__(self, model: Any, *, cache: RadixCache | None, cache_generated: bool = True, lean: bool = True):
+    def __init__(self, model: Any, *, cache: RadixCache | None, cache_generated: bool = True, lean: bool = True,
+                 in_place_min_tokens: int = IN_PLACE_MIN_TOKENS):
         self.model, self.cache, self.cache_generated = model, cache, cache_generated
+        self.in_place_min_tokens = in_place_min_tokens
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
         text = model.config.get_text_config(decoder=True)
@@ -164,37 +177,59 @@ class PackedRunner:
         # token is run again (its logits predict the first new token).
         cached = [0 if m is None else len(p) if m.length == len(p) and m.end is not None
                   else min(m.length, len(p) - 1) for p, m in zip(prompts, matches, strict=True)]
+        split = [self._split_path(m, c, self.in_place_min_tokens) for m, c in zip(matches, cached, strict=True)]
+        copied = max(sum(n for _, _, n, _ in short) for _, short in split)
         tail = max(len(p) - c for p, c in zip(prompts, cached, strict=True))
         fed = max(sum(len(t) for _, t in f) for f in feeds)
         layers, kv_heads, head_dim = self.kv_shape
         n, dev = len(prompts), self.device
-        buf = self._workspace((layers, 2, n, kv_heads, tail + fed + extra, head_dim))
-        if tail:  # never-written slots may hold NaN bit patterns; masked keys must be finite
-            buf[:, :, :, :, :tail].zero_()
+        buf = self._workspace((layers, 2, n, kv_heads, copied + tail + fed + extra, head_dim))
+        if copied + tail:  # never-written slots may hold NaN bit patterns; masked keys must be finite
+            buf[:, :, :, :, : copied + tail].zero_()
         valid = torch.zeros(n, buf.shape[4], dtype=torch.bool, device=dev)
         pos = torch.zeros(n, buf.shape[4], dtype=torch.long, device=dev)
+        pieces: list[list[_Piece]] = []
+        for r, ((long, short), p, c) in enumerate(zip(split, prompts, cached, strict=True)):
+            row = [_Piece(start, start + k, kv, lo) for kv, lo, k, start in long]
+            slot = copied - sum(k for _, _, k, _ in short)
+            for kv, lo, k, start in short:  # copied pieces end at slot ``copied``
+                buf[:, :, r, :, slot : slot + k] = kv.narrow(KV_TOKEN_AXIS, lo, k)
+                valid[r, slot : slot + k] = True
+                pos[r, slot : slot + k] = torch.arange(start, start + k, device=dev)
+                row.append(_Piece(start, start + k, None, slot))
+                slot += k
+            row.append(_Piece(c, len(p), None, copied + tail - (len(p) - c)))
+            pieces.append(sorted(row, key=lambda piece: piece.start))
         kv_cache = DynamicCache()
-        kv_cache.layers = [_SlotLayer(buf[i, 0], buf[i, 1], 0) for i in range(layers)]
-        return Rows(list(prompts), cached, list(matches), self._segments(matches, cached), kv_cache, buf,
-                    valid, pos, torch.zeros_like(pos), tail)
+        kv_cache.layers = [_SlotLayer(buf[i, 0], buf[i, 1], copied) for i in range(layers)]
+        return Rows(list(prompts), cached, list(matches), self._segments(split), pieces, kv_cache, buf,
+                    valid, pos, torch.zeros_like(pos), copied, copied + tail, length=copied)
 
-    def _segments(self, matches, cached) -> list[Segment]:
-        """The distinct cached node pieces the rows read, each with the rows that read it."""
+    @staticmethod
+    def _split_path(match: Match | None, cached: int, in_place_min: int) -> tuple[list, list]:
+        """A row's cached prefix as (long pieces read in place, short pieces to copy), each
+        (node payload, offset in it, tokens, first position)."""
+        long, short, at = [], [], 0
+        for kv, used in (match.segments if match is not None else ()):
+            take = min(used, cached - at)
+            if take <= 0:
+                break
+            (long if take >= in_place_min else short).append((kv, 0, take, at))
+            at += take
+        return long, short
+
+    def _segments(self, split) -> list[Segment]:
+        """The distinct long pieces the rows read in place, each with the rows that read it."""
         users: dict[tuple[int, int], tuple[torch.Tensor, int, list[int]]] = {}
-        for r, (m, c) in enumerate(zip(matches, cached, strict=True)):
-            at = 0
-            for kv, used in (m.segments if m is not None else ()):
-                take = min(used, c - at)
-                if take <= 0:
-                    break
+        for r, (long, _) in enumerate(split):
+            for kv, _, take, _ in long:
                 users.setdefault((id(kv), take), (kv, take, []))[2].append(r)
-                at += take
         return [Segment(kv, take, torch.tensor(rs, device=self.device)) for kv, take, rs in users.values()]
 
     def _run_tails(self, rows: Rows) -> torch.Tensor:
-        """Run every row's uncached prompt tail (right-aligned to end at ``rows.tail``); the
+        """Run every row's uncached prompt tail (right-aligned to end at ``rows.prompt_end``); the
         prompts' last-token logits (stored ones for prompts cached whole)."""
-        n, tail = len(rows.prompts), rows.tail
+        n, tail = len(rows.prompts), rows.prompt_end - rows.copied
         last = None
         if tail:
             ids, at, ok = ([[0] * tail for _ in range(n)] for _ in range(3))

@@ -5,13 +5,16 @@
 
 Each distinct prefix is one row (matched in the radix tree, its uncached tail run once); each
 distinct (prefix, continuation) is one branch of that row whose tokens but the last are fed, all
-in one forward. Requests with an empty continuation score nothing and cost nothing.
+in one forward. Requests with an empty continuation score nothing and cost nothing. A request
+with ``full_logprobs`` also gets each position's whole log-prob row (float32 numpy, [tokens,
+vocab]) from the same logits.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from ttsearch.agents.base import EngineStats, ScoreRequest, TokenScores
@@ -24,8 +27,7 @@ def score_calls(runner: PackedRunner, calls: Sequence[Sequence[ScoreRequest]], *
     """Score every call's requests together (module docstring); the scores and each call's cost."""
     flat = [(c, i, req) for c, call in enumerate(calls) for i, req in enumerate(call) if req.continuation_ids]
     results: list[list[TokenScores | None]] = [
-        [None if req.continuation_ids else TokenScores((), () if req.top_logprobs else None) for req in call]
-        for call in calls]
+        [None if req.continuation_ids else _empty(req, vocab_size) for req in call] for call in calls]
     costs = [EngineStats(calls=1) for _ in calls]
     if not flat:
         return results, costs  # type: ignore[return-value]
@@ -53,10 +55,11 @@ def score_calls(runner: PackedRunner, calls: Sequence[Sequence[ScoreRequest]], *
         picked = logits[torch.tensor(row_idx, device=runner.device), torch.tensor(col_idx, device=runner.device)]
         lp, top = token_logprobs(picked.float(), torch.tensor(targets, device=runner.device), kmax)
         lp_list, top_list = lp.tolist(), top.tolist() if kmax else None
+        rows_full = _full_rows(picked, pairs, {(r.prefix_ids, r.continuation_ids) for _, _, r in flat if r.full_logprobs})
         remembered: list[list] = [[] for _ in unique]
         for prefix, cont in pairs:
             r, off = place[(prefix, cont)]
-            remembered[r].append((cont[:-1], [rows.tail + off + t for t in range(len(cont) - 1)]))
+            remembered[r].append((cont[:-1], [rows.prompt_end + off + t for t in range(len(cont) - 1)]))
         runner.insert_continuations(rows, remembered)
     finally:
         runner.release(rows)
@@ -67,9 +70,28 @@ def score_calls(runner: PackedRunner, calls: Sequence[Sequence[ScoreRequest]], *
     for c, i, req in flat:
         a, b = found[(req.prefix_ids, req.continuation_ids)]
         top_k = None if not req.top_logprobs else tuple(tuple(v[: req.top_logprobs]) for v in top_list[a:b])
-        results[c][i] = TokenScores(tuple(lp_list[a:b]), top_k)
+        full = rows_full[(req.prefix_ids, req.continuation_ids)] if req.full_logprobs else None
+        results[c][i] = TokenScores(tuple(lp_list[a:b]), top_k, full)
     _charge(costs, flat, unique, rows.cached)
     return results, costs  # type: ignore[return-value]
+
+
+def _empty(req: ScoreRequest, vocab_size: int) -> TokenScores:
+    """An empty continuation's scores: no tokens, and no rows where rows were asked for."""
+    full = np.zeros((0, vocab_size), dtype=np.float32) if req.full_logprobs else None
+    return TokenScores((), () if req.top_logprobs else None, full)
+
+
+def _full_rows(picked: torch.Tensor, pairs: list, wanted: set) -> dict:
+    """Each wanted (prefix, continuation)'s whole log-prob rows, float32 numpy [tokens, vocab]
+    (``picked`` holds every pair's rows in ``pairs`` order)."""
+    out, at = {}, 0
+    for pair in pairs:
+        n = len(pair[1])
+        if pair in wanted:
+            out[pair] = picked[at:at + n].float().log_softmax(-1).cpu().numpy()
+        at += n
+    return out
 
 
 def _charge(costs: list[EngineStats], flat, unique: list, cached: list[int]) -> None:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Install SGLang's CPU runtime into a venv, reproducibly (DESIGN §3; `make sglang-cpu` runs this).
+# Install SGLang's CPU runtime into a venv, reproducibly (docs/design.md, "Engines"; `make sglang-cpu` runs this).
 #
 #   PYTHON=.venv/bin/python bash agents/engines/sglang/support/setup_cpu.sh
+#   python -m ttsearch.agents.engines.sglang.setup_cpu      # the same, from an installed wheel
 #
 # What it does, and why:
 #  1. sglang==0.5.23 with --no-deps: its METADATA pins torch==2.14.1 (+CUDA wheels, flashinfer,

@@ -1,4 +1,4 @@
-"""Pure-torch stand-in for ``sgl_kernel`` on CPUs without Intel AMX (ttsearch, DESIGN §3).
+"""Pure-torch stand-in for ``sgl_kernel`` on CPUs without Intel AMX (ttsearch; docs/design.md, "Engines").
 
 SGLang 0.5.23's CPU path (``--device cpu``) imports exactly two ops from ``sgl_kernel`` at module
 level (``sglang/srt/mem_cache/allocation.py`` and ``sglang/kernels/ops/kvcache/cache_move.py``);
