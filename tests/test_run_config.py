@@ -124,3 +124,14 @@ def test_not_a_file_and_not_yaml(tmp_path, capsys):
     assert "not valid YAML" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="YAML mapping"):
         parse_config(["a", "list"])
+
+
+def test_default_name_means_a_shipped_pair_on_every_command(tmp_path, capsys):
+    from ttsearch.agents.checkpoints.shipped import default_pair_dir, resolve_pair_dir
+
+    assert resolve_pair_dir("default:maze") == default_pair_dir("maze")
+    assert resolve_pair_dir(tmp_path / "p") == (tmp_path / "p").resolve()
+    # `rm train` reads default:NAME like `run` does: an unknown name is one line listing the shipped ones
+    assert cli.main(["rm", "train", "--env", "maze", "--pair", "default:sokoban", "--out", str(tmp_path / "rm")]) == 2
+    err = capsys.readouterr().err
+    assert "sokoban" in err and "maze" in err and "Traceback" not in err

@@ -47,40 +47,11 @@ def soft_rollout_values(P_next: np.ndarray, logp_pol: np.ndarray, logp_ref: np.n
     after an invalid action). Each rollout pays the KL penalty β·log π_θ(c)/π_ref(c) of every
     turn after the first (the first, forced one is the action being valued).
     """
-    n_states = logp_pol.shape[0]
-    n_classes = logp_pol.shape[1]
+    n_states, n_classes = logp_pol.shape
     starts = np.repeat(np.arange(n_states), n_classes * rollouts)
     first = np.tile(np.repeat(np.arange(n_classes), rollouts), n_states)
-    state, alive = starts.copy(), np.ones(len(starts), dtype=bool)
-    value = np.zeros(len(starts))
-    policy_cdf = np.cumsum(np.exp(logp_pol), axis=1)
-    policy_cdf /= policy_cdf[:, -1:]
-    # A move has at most three outcomes (intended, two slips): sample among the support only.
-    support = np.argsort(-P_next, axis=2, kind="stable")[:, :, :3]
-    support_cdf = np.cumsum(np.take_along_axis(P_next, support, axis=2), axis=2)
-    kl = logp_pol - logp_ref
-    for k in range(horizon):
-        idx = np.flatnonzero(alive)
-        if idx.size == 0:
-            break
-        s = state[idx]
-        if k == 0:
-            action = first[idx]
-        else:
-            action = (rng.random(idx.size)[:, None] > policy_cdf[s]).sum(axis=1).clip(0, n_classes - 1)
-            value[idx] -= gamma**k * beta * kl[s, action]
-        moving = action < len(ACTIONS)
-        nxt = noop_next[s]
-        if moving.any():
-            m = idx[moving]
-            cdf = support_cdf[state[m], action[moving]]
-            pick = (rng.random(m.size)[:, None] > cdf).sum(axis=1).clip(0, 2)
-            nxt[moving] = support[state[m], action[moving], pick]
-        reached_goal = nxt == n_states
-        fell = nxt == n_states + 1
-        value[idx[reached_goal]] += gamma**k
-        alive[idx[reached_goal | fell]] = False
-        state[idx] = np.where(reached_goal | fell, 0, nxt)
+    value = _soft_returns(P_next, logp_pol, logp_ref, noop_next, starts, first=first, beta=beta, gamma=gamma,
+                          steps=horizon, rng=rng)
     return value.reshape(n_states, n_classes, rollouts).mean(axis=2)
 
 
@@ -98,20 +69,44 @@ def expected_step_values(P_next: np.ndarray, logp_pol: np.ndarray, logp_ref: np.
     """
     n_states, n_classes = logp_pol.shape
     starts = np.repeat(np.arange(n_states), rollouts)
+    # the expected first step below makes the horizon ``horizon``
+    value = _soft_returns(P_next, logp_pol, logp_ref, noop_next, starts, first=None, beta=beta, gamma=gamma,
+                          steps=horizon - 1, rng=rng)
+    v = value.reshape(n_states, rollouts).mean(axis=1)
+    q = np.empty((n_states, n_classes))
+    q[:, :len(ACTIONS)] = P_next[:, :, n_states] + gamma * P_next[:, :, :n_states] @ v
+    q[:, len(ACTIONS)] = gamma * v[noop_next]
+    return q
+
+
+def _soft_returns(P_next: np.ndarray, logp_pol: np.ndarray, logp_ref: np.ndarray, noop_next: np.ndarray,
+                  starts: np.ndarray, *, first: np.ndarray | None, beta: float, gamma: float, steps: int,
+                  rng: np.random.Generator) -> np.ndarray:
+    """Soft returns of one rollout from each of ``starts`` (state indices) for ``steps`` turns.
+
+    Every turn samples a class from the policy and pays β·log π_θ(c)/π_ref(c), except the first
+    when ``first`` forces its class (the action being valued). Arguments as in
+    :func:`soft_rollout_values`.
+    """
+    n_states, n_classes = logp_pol.shape
     state, alive = starts.copy(), np.ones(len(starts), dtype=bool)
     value = np.zeros(len(starts))
     policy_cdf = np.cumsum(np.exp(logp_pol), axis=1)
     policy_cdf /= policy_cdf[:, -1:]
-    support = np.argsort(-P_next, axis=2, kind="stable")[:, :, :3]  # intended + two slips
+    # A move has at most three outcomes (intended, two slips): sample among the support only.
+    support = np.argsort(-P_next, axis=2, kind="stable")[:, :, :3]
     support_cdf = np.cumsum(np.take_along_axis(P_next, support, axis=2), axis=2)
     kl = logp_pol - logp_ref
-    for k in range(horizon - 1):  # the expected first step below makes the horizon ``horizon``
+    for k in range(steps):
         idx = np.flatnonzero(alive)
         if idx.size == 0:
             break
         s = state[idx]
-        action = (rng.random(idx.size)[:, None] > policy_cdf[s]).sum(axis=1).clip(0, n_classes - 1)
-        value[idx] -= gamma**k * beta * kl[s, action]
+        if k == 0 and first is not None:
+            action = first[idx]
+        else:
+            action = (rng.random(idx.size)[:, None] > policy_cdf[s]).sum(axis=1).clip(0, n_classes - 1)
+            value[idx] -= gamma**k * beta * kl[s, action]
         moving = action < len(ACTIONS)
         nxt = noop_next[s]
         if moving.any():
@@ -122,11 +117,7 @@ def expected_step_values(P_next: np.ndarray, logp_pol: np.ndarray, logp_ref: np.
         value[idx[reached_goal]] += gamma**k
         alive[idx[reached_goal | fell]] = False
         state[idx] = np.where(reached_goal | fell, 0, nxt)
-    v = value.reshape(n_states, rollouts).mean(axis=1)
-    q = np.empty((n_states, n_classes))
-    q[:, :len(ACTIONS)] = P_next[:, :, n_states] + gamma * P_next[:, :, :n_states] @ v
-    q[:, len(ACTIONS)] = gamma * v[noop_next]
-    return q
+    return value
 
 
 def with_invalid_variants(outcomes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

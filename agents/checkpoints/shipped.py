@@ -21,6 +21,8 @@ from ttsearch.envs.errors import BackendError, unknown_choice
 
 PAIRS_ROOT = Path(__file__).resolve().parent / "pairs"
 SHIPPED_PAIRS = ("maze", "smollm2-chain-sum", "smollm2-maze")
+DEFAULT_PAIR_PREFIX = "default:"
+"""``default:NAME`` names a shipped pair wherever a pair folder is asked for."""
 
 
 def default_pair_dir(name: str = "maze") -> Path:
@@ -33,3 +35,11 @@ def default_pair_dir(name: str = "maze") -> Path:
         raise BackendError(f"the shipped {name!r} pair is missing at {path}; reinstall ttsearch or train one with "
                            "`ttsearch pair train` / `ttsearch pair grpo`")
     return path
+
+
+def resolve_pair_dir(spec: str | Path) -> Path:
+    """A pair folder from ``default:NAME`` (a shipped pair) or a path."""
+    spec = str(spec)
+    if spec.startswith(DEFAULT_PAIR_PREFIX):
+        return default_pair_dir(spec[len(DEFAULT_PAIR_PREFIX):])
+    return Path(spec).resolve()

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ttsearch.agents.checkpoints.model_pair import PairManifest
-from ttsearch.agents.checkpoints.shipped import default_pair_dir
+from ttsearch.agents.checkpoints.shipped import resolve_pair_dir
 from ttsearch.benchmarks.perf.prop1 import measure
 from ttsearch.benchmarks.perf.prop1_lm import is_tiny_recipe_pair, measure_pair
 from ttsearch.benchmarks.perf.prop1_turns import sampled_turns
@@ -48,7 +48,7 @@ def main(args: argparse.Namespace) -> int:
     if args.rollouts < 0 or args.max_new_tokens < 1:
         raise ConfigError("--rollouts must be >= 0 and --max-new-tokens >= 1")
     pair = args.pair or "default:maze"
-    pair_dir = default_pair_dir(pair.removeprefix("default:")) if pair.startswith("default:") else pair
+    pair_dir = resolve_pair_dir(pair)
     tiny = is_tiny_recipe_pair(PairManifest.read(pair_dir))
     if args.rollouts and not tiny:
         raise ConfigError("--rollouts (sampled turns) needs a tiny-recipe maze pair; "

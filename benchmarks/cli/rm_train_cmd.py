@@ -22,6 +22,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ttsearch.agents.checkpoints.shipped import resolve_pair_dir
 from ttsearch.benchmarks.cli.options import add_set_option, build_recipe
 from ttsearch.envs.errors import ConfigError, unknown_choice
 from ttsearch.training.reward_model_training import (
@@ -37,7 +38,7 @@ from ttsearch.training.reward_model_training import (
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env", required=True, help=f"environment recipe: {', '.join(RM_ENVS)}")
     parser.add_argument("--out", required=True, help="output folder for the reward model")
-    parser.add_argument("--pair", default=None, help="pair folder whose policy is rolled out (default: shipped)")
+    parser.add_argument("--pair", default=None, help="pair folder or default:NAME whose policy is rolled out (default: the shipped maze pair)")
     parser.add_argument("--method", default="finetune", choices=METHODS,
                         help="finetune the reference as a classifier (default) or fit a linear probe on it")
     parser.add_argument("--quick", action="store_true", help="tiny run (well under a minute) to prove it trains")
@@ -52,7 +53,7 @@ def main(args: argparse.Namespace) -> int:
     if args.eval_layouts < 0:
         raise ConfigError("--eval-layouts must be >= 0 (0 skips the held-out evaluation)")
     recipe = build_recipe(RMRecipe, args.set, quick=args.quick, env=args.env, method=args.method)
-    pair_dir = Path(args.pair) if args.pair else None
+    pair_dir = resolve_pair_dir(args.pair) if args.pair else None
     manifest = train_reward_model(recipe, args.out, pair_dir=pair_dir)
     if args.eval_layouts:
         manifest["test_eval"] = evaluate_reward_model(args.out, pair_dir, layouts=args.eval_layouts,

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from ttsearch.agents.checkpoints.lora import servable_folder
 from ttsearch.agents.checkpoints.model_pair import PairManifest
+from ttsearch.agents.checkpoints.shipped import resolve_pair_dir
 from ttsearch.agents.engines.sglang.runtime import runtime_problem
 from ttsearch.agents.engines.sglang.server import ServerConfig, SGLangServer
-from ttsearch.benchmarks.run.setup import resolve_pair_dir
 from ttsearch.envs.errors import BackendError
 
 

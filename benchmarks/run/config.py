@@ -36,7 +36,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ttsearch.agents.checkpoints.shipped import SHIPPED_PAIRS
+from ttsearch.agents.checkpoints.shipped import DEFAULT_PAIR_PREFIX, SHIPPED_PAIRS
 from ttsearch.benchmarks.run.config_errors import format_validation_error
 from ttsearch.benchmarks.run.config_specs import (
     Applications,
@@ -55,8 +55,6 @@ from ttsearch.scorers.registry import SCORERS
 from ttsearch.search.base import Controller
 from ttsearch.search.budget import Budget
 from ttsearch.search.registry import CONTROLLERS, make_controller
-
-DEFAULT_PAIR_PREFIX = "default:"
 
 
 class _Model(BaseModel):

@@ -35,12 +35,12 @@ from ttsearch.agents import (
 from ttsearch.agents.checkpoints.lora import servable_folder
 from ttsearch.agents.checkpoints.merge import merged_reference_dir
 from ttsearch.agents.checkpoints.model_pair import PairManifest, open_engine
-from ttsearch.agents.checkpoints.shipped import default_pair_dir
+from ttsearch.agents.checkpoints.shipped import resolve_pair_dir
 from ttsearch.agents.engines.batching import BatchingBackend
 from ttsearch.agents.engines.process import EngineProcess
 from ttsearch.agents.engines.sglang.backend import SGLangBackend
 from ttsearch.benchmarks.run.arms import ResolvedArm, resolve_arm
-from ttsearch.benchmarks.run.config import DEFAULT_PAIR_PREFIX, RunConfig
+from ttsearch.benchmarks.run.config import RunConfig
 from ttsearch.benchmarks.run.tasks import config_tasks
 from ttsearch.envs.errors import ConfigError, TtsearchError
 from ttsearch.envs.registry import load_attr
@@ -86,12 +86,6 @@ class Setup:
     def close(self) -> None:
         for close in reversed(self.closers):
             close()
-
-
-def resolve_pair_dir(spec: str) -> Path:
-    if spec.startswith(DEFAULT_PAIR_PREFIX):
-        return default_pair_dir(spec[len(DEFAULT_PAIR_PREFIX):])
-    return Path(spec).resolve()
 
 
 def build_scorer(spec, pair) -> Any:

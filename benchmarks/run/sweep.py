@@ -34,7 +34,7 @@ from typing import Any
 
 from ttsearch.agents import Agent, ModelPair, PromptRenderer, SamplingParams
 from ttsearch.agents.checkpoints.model_pair import PairManifest
-from ttsearch.agents.checkpoints.shipped import default_pair_dir
+from ttsearch.agents.checkpoints.shipped import default_pair_dir, resolve_pair_dir
 from ttsearch.benchmarks.perf.search import make_scorer_for, make_tasks
 from ttsearch.benchmarks.run.config import RunConfig, feasibility_problems, load_config
 from ttsearch.benchmarks.run.setup import (
@@ -42,7 +42,6 @@ from ttsearch.benchmarks.run.setup import (
     build_scorer,
     probe_env,
     prompt_for,
-    resolve_pair_dir,
 )
 from ttsearch.benchmarks.run.tasks import config_tasks
 from ttsearch.envs.errors import ConfigError, TtsearchError
