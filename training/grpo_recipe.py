@@ -131,7 +131,7 @@ PRESETS: dict[str, Preset] = {
 PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
     "chain_sum": {},
     "maze": {"preset": "maze", "beta": 0.05, "iterations": 30, "tasks_per_iter": 8, "group_size": 32,
-             "lr": 3e-4, "micro_batch": 16},
+             "lr": 3e-4, "micro_batch": 16, "keep": "best"},
 }
 """GrpoConfig fields per preset (``ttsearch pair grpo --preset NAME``; ``--set`` overrides them)."""
 
@@ -154,6 +154,10 @@ class GrpoConfig:
     temperature: float = 1.0
     micro_batch: int = 16
     seed: int = 0
+    keep: str = "last"
+    """Which policy the pair folder holds: "last" (written after every update) or "best" (the
+    weights that played the best iteration's training episodes so far; on-policy RL on a CPU
+    budget can peak and then destabilise). The held-out evaluation never enters the choice."""
 
     @classmethod
     def quick(cls, **overrides: Any) -> GrpoConfig:
@@ -169,6 +173,8 @@ class GrpoConfig:
             raise ConfigError("group_size must be >= 2: GRPO normalises returns within a group")
         if self.beta < 0 or not 0 < self.clip < 1:
             raise ConfigError("beta must be >= 0 and clip in (0, 1)")
+        if self.keep not in ("last", "best"):
+            raise ConfigError(unknown_choice("keep", self.keep, ("last", "best")))
 
 
 def make_agent(model_or_pair: Any, tokenizer: Any, preset: Preset, *, temperature: float = 1.0):
@@ -224,6 +230,7 @@ def train_grpo_pair(config: GrpoConfig, reference_dir: str | Path, out_dir: str 
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     pad = tokenizer.pad_token_id or 0
     history: list[dict[str, Any]] = []
+    best: dict[str, Any] = {"iteration": None, "train_success": -1.0}
     for it in range(config.iterations):
         t0 = time.perf_counter()
         starts = preset.starts("train", config.tasks_per_iter, offset=it * config.tasks_per_iter,
@@ -232,6 +239,11 @@ def train_grpo_pair(config: GrpoConfig, reference_dir: str | Path, out_dir: str 
         with torch.no_grad():
             episodes = play_lockstep(agent, starts, seed=config.seed * 100_003 + it, max_steps=preset.spec.horizon)
         t_sample = time.perf_counter() - t0
+        success = sum(t.success for t in episodes) / len(episodes)
+        if config.keep == "best" and success > best["train_success"]:
+            best = {"iteration": it, "train_success": success}
+            report = _report(config, preset, history, time.perf_counter() - start, starts[-1][0], kept=best)
+            write_pair(peft_model, tokenizer, reference_dir, out_dir, config, preset, report)
         if preset.objective == "soft_turn":
             rows = [Row(renderer.render(_prefix(traj, i)), step.generated_token_ids)
                     for traj in episodes for i, step in enumerate(traj.steps) if step.generated_token_ids]
@@ -245,22 +257,30 @@ def train_grpo_pair(config: GrpoConfig, reference_dir: str | Path, out_dir: str 
             stats = _episode_update(config, groups, inner, peft_model, opt, renderer, rng, pad)
         returns = [t.total_reward for t in episodes]
         record = {"iteration": it, "mean_return": sum(returns) / len(returns),
-                  "success": sum(t.success for t in episodes) / len(episodes),
+                  "success": success,
                   "turns": sum(len(t.steps) for t in episodes) / len(episodes),
                   "sample_s": round(t_sample, 1), "step_s": round(time.perf_counter() - t0, 1), **stats}
         history.append(record)
         log(json.dumps(record))
         # every iteration leaves a complete pair: a long CPU run stopped early is still usable
-        report = _report(config, preset, history, time.perf_counter() - start, starts[-1][0])
-        write_pair(peft_model, tokenizer, reference_dir, out_dir, config, preset, report)
+        report = _report(config, preset, history, time.perf_counter() - start, starts[-1][0],
+                         kept=best if config.keep == "best" else {"iteration": it, "train_success": None})
+        if config.keep == "last":
+            write_pair(peft_model, tokenizer, reference_dir, out_dir, config, preset, report)
+        else:  # the kept weights stay; the manifest gets the whole training log
+            manifest = PairManifest.read(out_dir)
+            replace(manifest, extra={**manifest.extra, **report}).write(out_dir)
     return report
 
 
 def _report(config: GrpoConfig, preset: Preset, history: list[dict[str, Any]], seconds: float,
-            last: Task) -> dict[str, Any]:
+            last: Task, *, kept: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's training record; ``kept``: the iteration whose policy the folder holds
+    (``keep="last"``: the weights after that iteration's update; "best": before it)."""
     first = preset.starts("train", 1)[0][0]
     return {"recipe": {**asdict(config), "lora_targets": list(config.lora_targets)},
-            "history": list(history), "iterations_done": len(history), "train_seconds": round(seconds, 1),
+            "history": list(history), "iterations_done": len(history), "kept_policy": dict(kept),
+            "train_seconds": round(seconds, 1),
             "train_tasks": [first.id, last.id] if preset.listed_tasks else [first.seed, last.seed]}
 
 
