@@ -130,7 +130,7 @@ PRESETS: dict[str, Preset] = {
 
 PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
     "chain_sum": {},
-    "maze": {"preset": "maze", "beta": 0.05, "iterations": 30, "tasks_per_iter": 8, "group_size": 32,
+    "maze": {"preset": "maze", "beta": 0.05, "iterations": 28, "tasks_per_iter": 8, "group_size": 32,
              "lr": 3e-4, "micro_batch": 16, "keep": "best"},
 }
 """GrpoConfig fields per preset (``ttsearch pair grpo --preset NAME``; ``--set`` overrides them)."""
