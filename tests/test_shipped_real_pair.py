@@ -91,3 +91,21 @@ def test_shipped_smollm2_pair_policy_beats_its_reference_on_held_out_tasks():
                                                        Budget()).success for t in tasks)
     # Measured when shipped: 23/30 vs 9/30 (greedy; held-out env seeds 200000-200029).
     assert wins["policy"] >= wins["reference"] + 8, wins
+
+
+@pytest.mark.skipif(not HAS_PEFT, reason="needs peft (make smollm2)")
+def test_shipped_smollm2_maze_policy_beats_its_reference_on_held_out_layouts():
+    """The multi-turn real pair: the env's own reward on held-out 3x3 mazes, one-token turns as
+    trained, the policy's and the reference's episodes under the same sampling seeds."""
+    from ttsearch.agents.checkpoints.shipped import default_pair_dir
+    from ttsearch.training.gguf_import import import_smollm2
+    from ttsearch.training.grpo_eval import evaluate_pair
+    from ttsearch.training.grpo_recipe import PRESETS
+
+    import_smollm2()
+    pair = ModelPair.load_dir(default_pair_dir("smollm2-maze"))
+    result = evaluate_pair(pair, PRESETS["maze"], n_tasks=40, seed=1)
+    wins = {role: round(result[role]["success_rate"] * 40) for role in ("policy", "reference")}
+    # Measured when shipped (held-out layouts 1-40 of the test split, sampling seed 1): see the
+    # manifest's heldout_eval for the 200-layout figures.
+    assert wins["policy"] >= wins["reference"] + 8, wins

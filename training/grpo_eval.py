@@ -2,6 +2,7 @@
 
     pair = ModelPair.load_dir("runs/smollm2-chain-sum-pair")
     result = evaluate_pair(pair, PRESETS["chain_sum"], seeds=range(200_000, 200_200), seed=0)
+    result = evaluate_pair(maze_pair, PRESETS["maze"], n_tasks=200)     # held-out maze layouts
     result["policy"]["success_rate"], result["kl_per_action_token"]
 
 Success: one episode per held-out task, sampled at temperature 1 by each model of the pair
@@ -27,7 +28,7 @@ from ttsearch.envs.registry import make
 from ttsearch.scorers.metrics import success_rate_and_stderr
 from ttsearch.training.grpo_loss import Row, exact_token_kl
 from ttsearch.training.grpo_recipe import Preset, _prefix, make_agent
-from ttsearch.training.rollouts import play_episodes
+from ttsearch.training.rollouts import play_lockstep
 
 
 def rate_with_stderr(successes: list[bool]) -> dict[str, float]:
@@ -57,16 +58,27 @@ def _kl_per_token(policy_model: Any, reference_model: Any, rows: list[Row], *, p
     return total / count if count else float("nan")
 
 
-def evaluate_pair(pair: Any, preset: Preset, seeds: Iterable[int], *, seed: int = 0) -> dict[str, Any]:
-    """Success (± stderr) of the policy and of the reference, and the policy's KL per action token."""
+def evaluate_pair(pair: Any, preset: Preset, seeds: Iterable[int] | None = None, *, seed: int = 0,
+                  n_tasks: int | None = None) -> dict[str, Any]:
+    """Success (± stderr) of the policy and of the reference, and the policy's KL per action token.
 
-    seeds = list(seeds)
-    out: dict[str, Any] = {"tasks": [seeds[0], seeds[-1]], "n_tasks": len(seeds)}
+    Held-out tasks: env ``seeds``, or (``n_tasks``) the first ``n_tasks`` test-split tasks of the
+    preset (listed presets such as the maze: one layout per task, held out by content hash).
+    """
+
+    if seeds is not None:
+        seeds = list(seeds)
+        starts = [(preset.spec.task(s, split="test"), s) for s in seeds]
+        out: dict[str, Any] = {"tasks": [seeds[0], seeds[-1]], "n_tasks": len(seeds)}
+    else:
+        starts = preset.starts("test", int(n_tasks or 0))
+        out = {"tasks": [starts[0][0].id, starts[-1][0].id], "n_tasks": len(starts)}
     episodes = {}
     for role in ("policy", "reference"):
         backend = getattr(pair, role)
         agent = make_agent(ModelPair(backend, backend, pair.tokenizer, beta=pair.beta), pair.tokenizer, preset)
-        trajs = play_episodes(agent, preset.spec, seeds, seed=seed, split="test")
+        with torch.no_grad():
+            trajs = play_lockstep(agent, starts, seed=seed, max_steps=preset.spec.horizon)
         episodes[role] = trajs
         out[role] = {**rate_with_stderr([t.success for t in trajs]),
                      "mean_return": sum(t.total_reward for t in trajs) / len(trajs)}

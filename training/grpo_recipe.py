@@ -2,17 +2,25 @@
 
     ttsearch pair grpo --out runs/smollm2-chain-sum-pair            # the default recipe
     ttsearch pair grpo --out /tmp/p --quick                         # a bounded CI run
+    ttsearch pair grpo --preset maze --out runs/smollm2-maze-pair   # the multi-turn maze pair
 
-    config = GrpoConfig(preset="chain_sum")
+    config = GrpoConfig(preset="chain_sum")            # or GrpoConfig(**PRESET_DEFAULTS["maze"])
     report = train_grpo_pair(config, reference_dir, out_dir)   # out_dir/reference, policy (LoRA)
 
-Each iteration: ``tasks_per_iter`` training tasks (env seeds from ``TASK_SPLITS["train"]``),
-``group_size`` episodes each, played in lockstep by the current policy at temperature 1
-(``training.rollouts.play_episodes``). Every turn of an episode is a row carrying its episode's
-group-normalised return as advantage (outcome-reward GRPO); groups whose episodes all got the
-same return carry no signal and are dropped. One AdamW step on the LoRA weights minimises
-``grpo_loss`` (clipped surrogate + β·k3 KL to the reference = the base model with the adapter
-switched off). Evaluation and KL measurement live in ``grpo_eval.py``.
+Each iteration: ``tasks_per_iter`` training tasks (``Preset.starts``: env seeds from
+``TASK_SPLITS["train"]``, or the env's own training-split tasks), ``group_size`` episodes each,
+played in lockstep by the current policy at temperature 1 (``training.rollouts.play_lockstep``).
+Then one AdamW step on the LoRA weights, by the preset's objective:
+
+- ``"episode"`` (chain_sum): every turn of an episode is a row carrying its episode's
+  group-normalised return as advantage (outcome-reward GRPO); groups whose episodes all got the
+  same return carry no signal and are dropped; ``grpo_loss`` = clipped surrogate + β·k3 KL to
+  the reference (the base model with the adapter switched off).
+- ``"soft_turn"`` (maze): the KL-regularised objective of Proposition 1 on whole turns — per-turn
+  discounted soft returns with the KL penalty in the reward, a leave-one-out baseline over the
+  turns taken in the same state, no std normalisation (``training.grpo_turns``).
+
+Evaluation and KL measurement live in ``grpo_eval.py``.
 
 The pair folder: ``reference/`` (a symlink to the imported float32 model, or a copy),
 ``policy/`` (peft adapter + tokenizer; its ``base_model_name_or_path`` is ``../reference``),
@@ -38,10 +46,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from ttsearch.agents import Agent, ModelPair, PlainActionParser, PromptConfig, SamplingParams
 from ttsearch.agents.checkpoints.model_pair import PairManifest
 from ttsearch.agents.engines.transformers.backend import TransformersBackend
-from ttsearch.envs.base import Trajectory
+from ttsearch.envs.base import Task, Trajectory
 from ttsearch.envs.errors import ConfigError, ParseError, unknown_choice
+from ttsearch.envs.registry import list_tasks
 from ttsearch.training.grpo_loss import Row, group_advantages, grpo_loss, sequence_token_logprobs
-from ttsearch.training.rollouts import EpisodeSpec, play_episodes
+from ttsearch.training.grpo_turns import soft_turn_update
+from ttsearch.training.rollouts import EpisodeSpec, play_lockstep
 
 TASK_SPLITS = {"train": 0, "test": 200_000}
 """Env seeds: training tasks are seeds 0.., held-out tasks 200000.. (the adapters' convention)."""
@@ -76,9 +86,29 @@ class Preset:
     max_new_tokens: int = 12
     parser: str = "plain"
     """"plain": PlainActionParser (lowercase, matched to admissible actions); "final_number"."""
+    objective: str = "episode"
+    """"episode": outcome GRPO (group-normalised episode return on every turn, k3 KL in the loss);
+    "soft_turn": KL-regularised per-turn policy gradient (``training.grpo_turns``)."""
+    gamma: float = 1.0
+    """Discount of the soft returns ("soft_turn"); the env's own γ, so that the truth matches."""
+    kl: str = "sampled"
+    """"soft_turn": the KL estimate, "sampled" log-ratios or "exact" (one-token turns; ``grpo_turns``)."""
+    listed_tasks: bool = False
+    """Tasks come from the env's task lister (one layout per task, held out by split) and the
+    episodes of a group use distinct reset seeds; else env seeds from ``TASK_SPLITS``."""
+
+    def starts(self, split: str, count: int, *, offset: int = 0, group: int = 1) -> list[tuple[Task, int]]:
+        """``(task, env reset seed)`` of tasks ``offset..offset+count`` of ``split``, ``group`` each."""
+        if not self.listed_tasks:
+            base = TASK_SPLITS[split] + offset
+            return [(self.spec.task(s, split=split), s) for s in range(base, base + count) for _ in range(group)]
+        tasks = list_tasks(self.spec.env, split=split, limit=offset + count, **self.spec.kwargs)[offset:]
+        return [(t, (t.seed or 0) * 1000 + j) if group > 1 else (t, t.seed) for t in tasks for j in range(group)]
 
 
 CHAIN_SUM_SYSTEM = "Solve the arithmetic problem. Reply with the resulting number."
+MAZE_KWARGS = {"size": 3, "n_walls": 1, "n_pits": 1, "slip": 0.1, "max_steps": 20, "gamma": 0.95,
+               "invalid_feedback": False}
 
 PRESETS: dict[str, Preset] = {
     # One turn: a 2-term sum/difference of 1-digit numbers; the answer is the last number of
@@ -87,7 +117,23 @@ PRESETS: dict[str, Preset] = {
         "min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}, "max_steps": 1}, horizon=1),
         {"max_history_turns": None, "system_prompt": CHAIN_SUM_SYSTEM}, max_new_tokens=12,
         parser="final_number"),
+    # Multi-turn, with exact truth: 3x3 slippery mazes (1 wall, 1 pit; 20 turns; slip 0.1), the env's
+    # system prompt and the current map only (history-free: the maze is Markov, and without the
+    # invalid-action echo the prompt is a function of the cell). A turn is ONE token: SmolLM2-135M
+    # almost never ends its turn after a move word (whole-turn mass of the 4 moves + <|im_end|>
+    # ~1e-4 per state) but starts it with one ~15% of the time ('South', ' north', ...), so with
+    # one-token turns the reference acts (exact success ~12% in 20 turns) and RL has a signal.
+    "maze": Preset(EpisodeSpec("maze", MAZE_KWARGS, horizon=MAZE_KWARGS["max_steps"]),
+                   {"max_history_turns": 0, "system_prompt": None}, max_new_tokens=1, parser="plain",
+                   objective="soft_turn", gamma=MAZE_KWARGS["gamma"], kl="exact", listed_tasks=True),
 }
+
+PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "chain_sum": {},
+    "maze": {"preset": "maze", "beta": 0.05, "iterations": 28, "tasks_per_iter": 8, "group_size": 32,
+             "lr": 3e-4, "micro_batch": 16, "keep": "best"},
+}
+"""GrpoConfig fields per preset (``ttsearch pair grpo --preset NAME``; ``--set`` overrides them)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +154,10 @@ class GrpoConfig:
     temperature: float = 1.0
     micro_batch: int = 16
     seed: int = 0
+    keep: str = "last"
+    """Which policy the pair folder holds: "last" (written after every update) or "best" (the
+    weights that played the best iteration's training episodes so far; on-policy RL on a CPU
+    budget can peak and then destabilise). The held-out evaluation never enters the choice."""
 
     @classmethod
     def quick(cls, **overrides: Any) -> GrpoConfig:
@@ -123,6 +173,8 @@ class GrpoConfig:
             raise ConfigError("group_size must be >= 2: GRPO normalises returns within a group")
         if self.beta < 0 or not 0 < self.clip < 1:
             raise ConfigError("beta must be >= 0 and clip in (0, 1)")
+        if self.keep not in ("last", "best"):
+            raise ConfigError(unknown_choice("keep", self.keep, ("last", "best")))
 
 
 def make_agent(model_or_pair: Any, tokenizer: Any, preset: Preset, *, temperature: float = 1.0):
@@ -178,46 +230,82 @@ def train_grpo_pair(config: GrpoConfig, reference_dir: str | Path, out_dir: str 
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     pad = tokenizer.pad_token_id or 0
     history: list[dict[str, Any]] = []
-    task_order = list(range(TASK_SPLITS["train"], TASK_SPLITS["train"] + config.iterations * config.tasks_per_iter))
+    best: dict[str, Any] = {"iteration": None, "train_success": -1.0}
     for it in range(config.iterations):
         t0 = time.perf_counter()
-        seeds = task_order[it * config.tasks_per_iter:(it + 1) * config.tasks_per_iter]
+        starts = preset.starts("train", config.tasks_per_iter, offset=it * config.tasks_per_iter,
+                               group=config.group_size)
         backend.clear_cache()  # the weights changed: cached keys/values are stale
         with torch.no_grad():
-            episodes = play_episodes(agent, preset.spec, [s for s in seeds for _ in range(config.group_size)],
-                                     seed=config.seed * 100_003 + it)
-        groups = [episodes[g * config.group_size:(g + 1) * config.group_size] for g in range(len(seeds))]
+            episodes = play_lockstep(agent, starts, seed=config.seed * 100_003 + it, max_steps=preset.spec.horizon)
         t_sample = time.perf_counter() - t0
-        picked = rows_from_groups(groups)
-        rng.shuffle(picked)
-        rows = [Row(renderer.render(_prefix(traj, i)), traj.steps[i].generated_token_ids, a)
-                for traj, i, a in picked]
-        stats = {"surrogate": 0.0, "k3_kl": 0.0}
-        if rows:
-            opt.zero_grad()
-            for k in range(0, len(rows), config.micro_batch):
-                chunk = rows[k:k + config.micro_batch]
-                with torch.no_grad(), peft_model.disable_adapter():
-                    ref = sequence_token_logprobs(inner, chunk, pad_id=pad)
-                lp = sequence_token_logprobs(inner, chunk, pad_id=pad)
-                loss, parts = grpo_loss(lp, [x.detach() for x in lp], ref, [r.advantage for r in chunk],
-                                        beta=config.beta, clip=config.clip)
-                (loss * len(chunk) / len(rows)).backward()
-                for key in stats:
-                    stats[key] += parts[key] * len(chunk) / len(rows)
-            opt.step()
+        success = sum(t.success for t in episodes) / len(episodes)
+        if config.keep == "best" and success > best["train_success"]:
+            best = {"iteration": it, "train_success": success}
+            report = _report(config, preset, history, time.perf_counter() - start, starts[-1][0], kept=best)
+            write_pair(peft_model, tokenizer, reference_dir, out_dir, config, preset, report)
+        if preset.objective == "soft_turn":
+            rows = [Row(renderer.render(_prefix(traj, i)), step.generated_token_ids)
+                    for traj in episodes for i, step in enumerate(traj.steps) if step.generated_token_ids]
+            episode_of = [e for e, traj in enumerate(episodes) for step in traj.steps if step.generated_token_ids]
+            rewards = [step.result.reward for traj in episodes for step in traj.steps if step.generated_token_ids]
+            stats = soft_turn_update(inner, peft_model.disable_adapter, rows, episode_of, rewards, opt,
+                                     beta=config.beta, gamma=preset.gamma, pad_id=pad, batch=config.micro_batch,
+                                     kl=preset.kl)
+        else:
+            groups = [episodes[g * config.group_size:(g + 1) * config.group_size] for g in range(config.tasks_per_iter)]
+            stats = _episode_update(config, groups, inner, peft_model, opt, renderer, rng, pad)
         returns = [t.total_reward for t in episodes]
         record = {"iteration": it, "mean_return": sum(returns) / len(returns),
-                  "success": sum(t.success for t in episodes) / len(episodes), "rows": len(rows),
+                  "success": success,
+                  "turns": sum(len(t.steps) for t in episodes) / len(episodes),
                   "sample_s": round(t_sample, 1), "step_s": round(time.perf_counter() - t0, 1), **stats}
         history.append(record)
         log(json.dumps(record))
-    train_seconds = time.perf_counter() - start
-    report = {"recipe": {**asdict(config), "lora_targets": list(config.lora_targets)},
-              "history": history, "train_seconds": round(train_seconds, 1),
-              "train_tasks": [task_order[0], task_order[-1]]}
-    write_pair(peft_model, tokenizer, reference_dir, out_dir, config, preset, report)
+        # every iteration leaves a complete pair: a long CPU run stopped early is still usable
+        report = _report(config, preset, history, time.perf_counter() - start, starts[-1][0],
+                         kept=best if config.keep == "best" else {"iteration": it, "train_success": None})
+        if config.keep == "last":
+            write_pair(peft_model, tokenizer, reference_dir, out_dir, config, preset, report)
+        else:  # the kept weights stay; the manifest gets the whole training log
+            manifest = PairManifest.read(out_dir)
+            replace(manifest, extra={**manifest.extra, **report}).write(out_dir)
     return report
+
+
+def _report(config: GrpoConfig, preset: Preset, history: list[dict[str, Any]], seconds: float,
+            last: Task, *, kept: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's training record; ``kept``: the iteration whose policy the folder holds
+    (``keep="last"``: the weights after that iteration's update; "best": before it)."""
+    first = preset.starts("train", 1)[0][0]
+    return {"recipe": {**asdict(config), "lora_targets": list(config.lora_targets)},
+            "history": list(history), "iterations_done": len(history), "kept_policy": dict(kept),
+            "train_seconds": round(seconds, 1),
+            "train_tasks": [first.id, last.id] if preset.listed_tasks else [first.seed, last.seed]}
+
+
+def _episode_update(config: GrpoConfig, groups: list[list[Any]], inner: Any, peft_model: Any, opt: Any,
+                    renderer: Any, rng: random.Random, pad: int) -> dict[str, float]:
+    """Outcome GRPO: every turn carries its episode's group-normalised return (k3 KL in the loss)."""
+    picked = rows_from_groups(groups)
+    rng.shuffle(picked)
+    rows = [Row(renderer.render(_prefix(traj, i)), traj.steps[i].generated_token_ids, a)
+            for traj, i, a in picked]
+    stats = {"rows": len(rows), "surrogate": 0.0, "k3_kl": 0.0}
+    if rows:
+        opt.zero_grad()
+        for k in range(0, len(rows), config.micro_batch):
+            chunk = rows[k:k + config.micro_batch]
+            with torch.no_grad(), peft_model.disable_adapter():
+                ref = sequence_token_logprobs(inner, chunk, pad_id=pad)
+            lp = sequence_token_logprobs(inner, chunk, pad_id=pad)
+            loss, parts = grpo_loss(lp, [x.detach() for x in lp], ref, [r.advantage for r in chunk],
+                                    beta=config.beta, clip=config.clip)
+            (loss * len(chunk) / len(rows)).backward()
+            for key in ("surrogate", "k3_kl"):
+                stats[key] += parts[key] * len(chunk) / len(rows)
+        opt.step()
+    return stats
 
 
 def _prefix(traj: Any, i: int) -> Any:

@@ -8,6 +8,9 @@
 - ``smollm2-chain-sum``: a real pair. The policy is a 3.7 MB LoRA adapter trained by
   ``ttsearch pair grpo`` (training/grpo_recipe.py) on reasoning-gym chain_sum; the reference is
   SmolLM2-135M-Instruct itself, named ``import:smollm2`` (run ``ttsearch pair import-gguf`` once).
+- ``smollm2-maze``: a real pair on a multi-turn task with exact truth. The policy is a LoRA
+  adapter trained by ``ttsearch pair grpo --preset maze`` (KL-regularised policy gradient on whole
+  one-token turns of 3x3 slippery mazes, β in the manifest) over the same ``import:smollm2``.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pathlib import Path
 from ttsearch.envs.errors import BackendError, unknown_choice
 
 PAIRS_ROOT = Path(__file__).resolve().parent / "pairs"
-SHIPPED_PAIRS = ("maze", "smollm2-chain-sum")
+SHIPPED_PAIRS = ("maze", "smollm2-chain-sum", "smollm2-maze")
 DEFAULT_PAIR_PREFIX = "default:"
 """``default:NAME`` names a shipped pair wherever a pair folder is asked for."""
 

@@ -4,9 +4,11 @@
     ttsearch bench prop1 --pair runs/maze-pair --layouts 100
     ttsearch bench prop1 --rollouts 16 --json       # + sampled turns: log-ratios of parseable vs
                                                     #   unparseable turns, KL per token and per turn
+    ttsearch bench prop1 --pair default:smollm2-maze --json   # a real LM pair (LoRA over SmolLM2)
 
-What is measured: ``ttsearch.benchmarks.perf.prop1`` (whole turns) and
-``ttsearch.benchmarks.perf.prop1_turns`` (sampled turns).
+What is measured: ``ttsearch.benchmarks.perf.prop1`` (tiny from-scratch pairs, whole turns),
+``ttsearch.benchmarks.perf.prop1_turns`` (their sampled turns) and
+``ttsearch.benchmarks.perf.prop1_lm`` (any other maze pair: its chat template and move turns).
 """
 
 from __future__ import annotations
@@ -17,14 +19,17 @@ import json
 from rich.console import Console
 from rich.table import Table
 
-from ttsearch.agents.checkpoints.shipped import default_pair_dir
+from ttsearch.agents.checkpoints.model_pair import PairManifest
+from ttsearch.agents.checkpoints.shipped import resolve_pair_dir
 from ttsearch.benchmarks.perf.prop1 import measure
+from ttsearch.benchmarks.perf.prop1_lm import is_tiny_recipe_pair, measure_pair
 from ttsearch.benchmarks.perf.prop1_turns import sampled_turns
 from ttsearch.envs.errors import ConfigError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--pair", default=None, help="pair folder (default: the shipped maze pair)")
+    parser.add_argument("--pair", default=None,
+                        help="pair folder or default:NAME of a shipped pair (default: the shipped maze pair)")
     parser.add_argument("--layouts", type=int, default=50, help="held-out layouts to use (default 50)")
     parser.add_argument("--split", default="test", choices=("test", "train"),
                         help="layouts to measure on (default: held-out 'test')")
@@ -42,8 +47,13 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError(f"--layouts must be >= 1, got {args.layouts}")
     if args.rollouts < 0 or args.max_new_tokens < 1:
         raise ConfigError("--rollouts must be >= 0 and --max-new-tokens >= 1")
-    pair_dir = args.pair or default_pair_dir("maze")
-    result = measure(pair_dir, layouts=args.layouts, split=args.split)
+    pair = args.pair or "default:maze"
+    pair_dir = resolve_pair_dir(pair)
+    tiny = is_tiny_recipe_pair(PairManifest.read(pair_dir))
+    if args.rollouts and not tiny:
+        raise ConfigError("--rollouts (sampled turns) needs a tiny-recipe maze pair; "
+                          f"{pair} is measured by its move classes only")
+    result = (measure if tiny else measure_pair)(pair_dir, layouts=args.layouts, split=args.split)
     if args.rollouts:
         result["sampled_turns"] = sampled_turns(pair_dir, layouts=args.layouts, rollouts=args.rollouts,
                                                 split=args.split, max_new_tokens=args.max_new_tokens, seed=args.seed)

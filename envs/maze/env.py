@@ -9,7 +9,9 @@ one of the two perpendicular directions with probability ``slip / 2`` each. Movi
 or the border leaves it in place. Entering the goal ends the episode with reward 1; entering a
 pit ends it with reward 0 (irreversible failure). After ``max_steps`` steps the episode is
 truncated. Any other action text costs a step, leaves the agent in place, and is answered with
-the invalid-action feedback.
+the invalid-action feedback (``invalid_feedback=False``: with the plain map instead, so that the
+observation is a function of the cell alone and a history-free prompt stays Markov — the setting of
+the SmolLM2 maze pair, whose reference says something other than a move most of the time).
 
 The environment is the ground truth for Proposition 1 and for failure attribution:
 ``ttsearch.envs.maze.solver`` computes the exact optimal values and the exact KL-regularised
@@ -39,7 +41,7 @@ from ttsearch.envs.maze.layout import (
 )
 from ttsearch.envs.maze.solver import solve
 
-SYSTEM_PROMPT = "Slippery maze: reach goal G, avoid pits O, walls # block. Answer one move: north, east, south or west."
+SYSTEM_PROMPT = "Slippery maze: reach goal G, avoid pits O, walls # block. Reply with one word: north, east, south or west."
 
 
 class SlipperyMaze(Env):
@@ -50,7 +52,8 @@ class SlipperyMaze(Env):
     system_prompt = SYSTEM_PROMPT
 
     def __init__(self, layout_seed: int = 0, *, size: int = 5, slip: float = 0.1, n_walls: int = 3,
-                 n_pits: int = 2, max_steps: int = 20, gamma: float = 0.95, layout: Layout | None = None):
+                 n_pits: int = 2, max_steps: int = 20, gamma: float = 0.95, layout: Layout | None = None,
+                 invalid_feedback: bool = True):
         """``layout`` overrides the generated one (hand-made mazes); ``gamma`` is for the solvers."""
         if not 0.0 <= slip <= 1.0:
             raise EnvError(f"slip must be a probability in [0, 1], got {slip}")
@@ -60,9 +63,10 @@ class SlipperyMaze(Env):
             raise EnvError(f"gamma must be in (0, 1], got {gamma}")
         self.layout_seed = layout_seed
         self._kwargs = dict(size=size, slip=slip, n_walls=n_walls, n_pits=n_pits, max_steps=max_steps,
-                            gamma=gamma, layout=layout)
+                            gamma=gamma, layout=layout, invalid_feedback=invalid_feedback)
         self.layout = layout or generate_layout(layout_seed, size=size, n_walls=n_walls, n_pits=n_pits)
         self.slip, self.max_steps, self.gamma = slip, max_steps, gamma
+        self.invalid_feedback = invalid_feedback
         self._rng = np.random.default_rng(0)
         self._pos = self.layout.start
         self._t = 0
@@ -101,7 +105,7 @@ class SlipperyMaze(Env):
         truncated = not terminated and self._t >= self.max_steps
         self._done = terminated or truncated
         observation = self._observation()
-        if info.get("invalid_action"):
+        if info.get("invalid_action") and self.invalid_feedback:
             observation = Observation(
                 f"Invalid action {action.strip()[:40]!r}. Valid actions: {', '.join(ACTIONS)}.\n" + observation.text,
                 admissible_actions=ACTIONS, info=observation.info,
