@@ -107,6 +107,34 @@ def test_one_update_raises_the_positive_action_and_lowers_the_negative(tiny):
     assert after[0] > before[0] and after[1] < before[1]
 
 
+def test_held_out_kl_per_token_equals_a_full_forward_sum(tiny):
+    """evaluate_pair's KL projects only the positions that predict action tokens; the truth is
+    the exact KL over the vocabulary at those positions of a plain full forward, row by row."""
+    import copy
+
+    from ttsearch.training.grpo_eval import _kl_per_token
+
+    model, tok = tiny
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    rows = [Row(tuple(tok.encode(prompt)), tuple(tok.encode(action)))
+            for prompt, action in (("you are in a room", "go north"), ("take", "coin"), ("go", "south go north"))]
+    total, count, tol = 0.0, 0, 0.0
+    with torch.no_grad():
+        for r in rows:
+            ids = torch.tensor([r.prompt + r.action])
+            lp, lq = model(input_ids=ids).logits[0], other(input_ids=ids).logits[0]
+            span = slice(len(r.prompt) - 1, len(r.prompt) - 1 + len(r.action))
+            total += float(exact_token_kl(lp[span], lq[span]).sum())
+            count += len(r.action)
+            tol = max(tol, model_tol(model, lp), model_tol(other, lq))
+    got = _kl_per_token(model, other, rows, pad_id=tok.pad_token_id or 0, batch=2)
+    assert got > 0.01  # the models differ: the comparison is not 0 == 0
+    # each KL term moves by at most 2x the log-prob error (p·(lp − lq), p ≤ 1)
+    assert got == pytest.approx(total / count, abs=2 * tol)
+
 def test_lora_pair_folder_loads_as_base_plus_adapter(tiny, tmp_path):
     """write_pair + ModelPair.load_dir: the policy is the base with the adapter, the reference the base."""
     import copy

@@ -42,20 +42,29 @@ def _kl_per_token(policy_model: Any, reference_model: Any, rows: list[Row], *, p
     total, count = 0.0, 0
     for k in range(0, len(rows), batch):
         chunk = rows[k:k + batch]
-        seqs = [list(r.prompt) + list(r.action) for r in chunk]
-        width = max(map(len, seqs))
-        ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, seq in enumerate(seqs):
-            ids[i, : len(seq)], mask[i, : len(seq)] = torch.tensor(seq), 1
         with torch.no_grad():
-            lp = policy_model(input_ids=ids, attention_mask=mask).logits
-            lq = reference_model(input_ids=ids, attention_mask=mask).logits
-        for i, row in enumerate(chunk):
-            p, a = len(row.prompt), len(row.action)
-            kl = exact_token_kl(lp[i, p - 1:p - 1 + a], lq[i, p - 1:p - 1 + a])
-            total, count = total + float(kl.sum()), count + a
+            kl = exact_token_kl(_action_logits(policy_model, chunk, pad_id=pad_id),
+                                _action_logits(reference_model, chunk, pad_id=pad_id))
+        total, count = total + float(kl.sum()), count + kl.numel()
     return total / count if count else float("nan")
+
+
+def _action_logits(model: Any, rows: list[Row], *, pad_id: int) -> torch.Tensor:
+    """``[action tokens, vocab]``: the logits that predict each row's action tokens, in order.
+
+    Only those positions go through the output layer: the whole sequence's vocabulary projection
+    (49k columns on SmolLM2) would cost more than the decoder and hold ~50 MB per row.
+    """
+    seqs = [list(r.prompt) + list(r.action) for r in rows]
+    width = max(map(len, seqs))
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, seq in enumerate(seqs):
+        ids[i, : len(seq)], mask[i, : len(seq)] = torch.tensor(seq), 1
+    hidden = getattr(model, model.base_model_prefix)(input_ids=ids, attention_mask=mask).last_hidden_state
+    row_of = [i for i, r in enumerate(rows) for _ in r.action]
+    position = [len(r.prompt) - 1 + j for r in rows for j in range(len(r.action))]
+    return model.get_output_embeddings()(hidden[row_of, position])
 
 
 def evaluate_pair(pair: Any, preset: Preset, seeds: Iterable[int] | None = None, *, seed: int = 0,
