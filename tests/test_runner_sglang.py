@@ -24,12 +24,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.sglang]  # skipped without the runti
 CONFIG = {
     "name": "sglang-kill",
     "pair": "default:maze",
-    "tasks": {"split": "test", "limit": 4, "episode_seed": 0},
+    "tasks": {"split": "test", "limit": 12, "episode_seed": 0},
     "arms": [{"name": "greedy", "controller": "greedy"},
              {"name": "step-bo2-pa", "controller": "step_best_of_n", "kwargs": {"k": 2}, "scorer": "pa"}],
     "scorers": [{"name": "progress_advantage", "label": "pa"}, {"name": "policy_logprob"}],
     "engine": {"kind": "sglang"},
 }
+EPISODES = CONFIG["tasks"]["limit"] * len(CONFIG["arms"])
 
 
 def _run(config: Path, out: Path, *extra: str) -> subprocess.Popen:
@@ -59,7 +60,9 @@ def test_killed_server_keeps_finished_episodes_and_resume_completes(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump(CONFIG))
     out = tmp_path / "out"
-    proc = _run(config, out)
+    # one episode in flight: 24 episodes take seconds, so the run cannot finish between the
+    # second row and the kill (with 16 in flight a fast pair finished all of them first)
+    proc = _run(config, out, "--concurrency", "1")
     try:
         deadline = time.monotonic() + 400
         while len(_rows(out)) < 2 and proc.poll() is None and time.monotonic() < deadline:
@@ -77,7 +80,7 @@ def test_killed_server_keeps_finished_episodes_and_resume_completes(tmp_path):
     assert "rerun with --resume" in stderr and "policy" in stderr
     kept = _rows(out)  # every line is whole JSON: _rows would raise on a torn line
     keys = {row["key"] for row in kept}
-    assert len(keys) == len(kept) >= 2 and len(kept) < 8
+    assert len(keys) == len(kept) >= 2 and len(kept) < EPISODES
 
     # Resume on fresh servers from `ttsearch serve`, given to the run by URL (not in the config hash).
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
@@ -98,7 +101,7 @@ def test_killed_server_keeps_finished_episodes_and_resume_completes(tmp_path):
         if serve.poll() is None:
             serve.kill()
     rows = _rows(out)
-    assert len(rows) == 8 and len({row["key"] for row in rows}) == 8
+    assert len(rows) == EPISODES and len({row["key"] for row in rows}) == EPISODES
     assert [row for row in rows if row["key"] in keys] == kept  # finished work untouched
     for row in rows:  # both models' log-probs came through the servers: the scores exist
         assert set(row["trajectory"]["scores"]) == {"pa", "policy_logprob"}

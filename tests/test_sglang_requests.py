@@ -192,3 +192,46 @@ def test_whole_log_prob_rows_are_refused_in_one_line():
         with pytest.raises(BackendError) as err:
             call()
         assert "\n" not in str(err.value) and "top-k" in str(err.value) and "transformers" in str(err.value)
+
+
+def test_an_answer_cut_short_by_a_dying_server_is_a_one_line_backend_error():
+    """A server killed mid-reply leaves a short body (``http.client.IncompleteRead``): the run
+    must see the server's death as a BackendError (and say --resume), never a traceback."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from ttsearch.agents.engines.sglang.transport import HTTPTransport
+
+    served = threading.Event()
+
+    class CutShort(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_error(404)
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Length", "616")
+            self.end_headers()
+            self.wfile.write(b'{"output_ids": [')  # then the process dies
+            served.set()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), CutShort)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    class DyingHandle:
+        name, kind, proc = "policy", "server", object()
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+
+        def dead_reason(self):  # alive until it has cut an answer short
+            return "policy: the SGLang server died (exit -9); rerun with --resume" if served.is_set() else None
+
+    try:
+        with pytest.raises(BackendError, match="died"):
+            HTTPTransport(DyingHandle(), timeout_s=5.0, retries=2).generate({"input_ids": [[1, 2]]})
+        assert served.is_set()  # the error came from the cut answer, not before any request
+    finally:
+        server.shutdown()

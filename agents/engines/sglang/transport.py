@@ -10,6 +10,7 @@ also how the router balances them over its workers.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import sys
@@ -74,7 +75,8 @@ class HTTPTransport:
                     f"{self.handle.name}: SGLang rejected the request (HTTP {err.code}): "
                     f"{_error_message(err.read())}"
                 ) from err
-            except (urllib.error.URLError, OSError) as err:  # refused, reset, timed out
+            except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
+                # refused, reset, timed out, or the answer cut short (a server killed mid-reply)
                 dead = self.handle.dead_reason()
                 if dead:
                     raise BackendError(dead) from err
