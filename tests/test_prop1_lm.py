@@ -12,6 +12,8 @@ from ttsearch.agents.checkpoints.model_pair import PairManifest
 from ttsearch.agents.checkpoints.shipped import default_pair_dir
 from ttsearch.benchmarks.perf.prop1 import measure
 from ttsearch.benchmarks.perf.prop1_lm import (
+    _distance_to_optimum,
+    _five_classes,
     class_logprobs,
     is_tiny_recipe_pair,
     measure_pair,
@@ -57,3 +59,18 @@ def test_one_token_move_classes_are_every_token_the_parser_reads_as_the_move():
         logp = logits.double().log_softmax(-1)
         want = [float(torch.logsumexp(logp[[t for (t,) in turns[m]]], 0)) for m in ACTIONS]
         assert got[i] == pytest.approx(np.array(want), abs=model_tol(pair.policy.model, logits))
+
+
+def test_distance_to_the_optimum_is_the_mean_class_kl_computed_by_hand():
+    """Two states over (4 moves, no-op); KL(p‖q) = Σ p log(p/q), a zero-probability class adds 0."""
+    reference = _five_classes(np.log(np.array([[0.1, 0.1, 0.1, 0.1], [0.25, 0.25, 0.25, 0.25]])))
+    assert reference[:, 4] == pytest.approx([0.6, 0.0])
+    optimal = np.array([[0.7, 0.1, 0.0, 0.1, 0.1], [0.25, 0.25, 0.25, 0.25, 0.0]])
+    policy = np.array([[0.4, 0.1, 0.1, 0.1, 0.3], [0.25, 0.25, 0.25, 0.25, 0.0]])
+    got = _distance_to_optimum(policy, reference, optimal)
+    kl_opt_ref = (0.7 * np.log(7) + 0.1 * np.log(1 / 6)) / 2
+    kl_pol_ref = (0.4 * np.log(4) + 0.3 * np.log(0.5)) / 2
+    assert got["kl_optimal_to_reference"] == pytest.approx(kl_opt_ref, rel=1e-12)
+    assert got["kl_policy_to_reference"] == pytest.approx(kl_pol_ref, rel=1e-12)
+    assert got["kl_policy_to_optimal"] == float("inf")  # the policy plays a move the optimum never does
+    assert got["optimal_move_mass"] == pytest.approx(0.95) and got["policy_move_mass"] == pytest.approx(0.85)

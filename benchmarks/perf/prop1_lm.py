@@ -17,7 +17,12 @@ per move and no system prompt). This module measures any maze pair loadable by
 * **truth**: the exact soft A* (``soft_solve``) at the pair's β and the env's γ and slip, with
   π_ref(a|s) = the reference's total probability of move a's turns (the rest is the no-op);
 * **scores**: PA = β·(log π_θ(a|s) − log π_ref(a|s)) over each move's turns, and the policy's
-  own log π_θ(a|s) as the baseline, with the statistics of ``prop1._metrics``.
+  own log π_θ(a|s) as the baseline, with the statistics of ``prop1._metrics``;
+* **distance to the optimum** (``optimum``): Proposition 1 holds for the optimal policy
+  π* ∝ π_ref·exp(A*/β) of the same soft problem, so how far a trained policy is from π* says
+  how much of a low score is unfinished RL. Per state, over the five classes a turn can fall in
+  (the four moves and the no-op), the mean KL(π*‖π_ref), KL(π_θ‖π_ref) and KL(π_θ‖π*), and the
+  move mass of each policy.
 """
 
 from __future__ import annotations
@@ -117,7 +122,7 @@ def measure_pair(pair_dir: str | Path, *, layouts: int = 50, split: str = "test"
     policy, reference = pair.policy.model, pair.reference.model
     geometry = {k: env_kwargs[k] for k in GEOMETRY if k in env_kwargs}
     tasks = maze_tasks(split=split, **geometry)
-    pa, pol, ref_mass, pol_mass, adv, optimal_sets = [], [], [], [], [], []
+    pa, pol, ref_mass, pol_mass, adv, optimal_sets, classes = [], [], [], [], [], [], []
     for _ in range(layouts):
         env = SlipperyMaze(next(tasks).kwargs["layout_seed"], **env_kwargs)
         prompts = _prompts(pair, env)
@@ -130,6 +135,7 @@ def measure_pair(pair_dir: str | Path, *, layouts: int = 50, split: str = "test"
         ref_mass.append(np.exp(lp_ref).sum(axis=1))
         pol_mass.append(np.exp(lp_pol).sum(axis=1))
         adv.append(soft.advantage)
+        classes.append((_five_classes(lp_pol), _five_classes(lp_ref), _five_classes(np.log(soft.policy))))
         optimal_sets.extend({ACTIONS.index(a) for a in hard.optimal_actions(c)} for c in env.layout.free_cells)
     pa_all, pol_all, adv_all = (np.concatenate(x) for x in (pa, pol, adv))
     metrics = _metrics(pa_all, adv_all, optimal_sets)
@@ -148,4 +154,25 @@ def measure_pair(pair_dir: str | Path, *, layouts: int = 50, split: str = "test"
         "mean_abs_error": float(np.mean(np.abs(pa_all - adv_all))),
         "reference_move_mass": float(np.mean(np.concatenate(ref_mass))),
         "policy_move_mass": float(np.mean(np.concatenate(pol_mass))),
+        "optimum": _distance_to_optimum(*(np.concatenate(c) for c in zip(*classes, strict=True))),
     }
+
+
+def _five_classes(move_logprobs: np.ndarray) -> np.ndarray:
+    """``[states, 5]`` probabilities: the four moves' and the no-op's (the rest of the mass)."""
+    moves = np.exp(move_logprobs)
+    return np.concatenate([moves, np.clip(1.0 - moves.sum(axis=1, keepdims=True), 0.0, 1.0)], axis=1)
+
+
+def _distance_to_optimum(policy: np.ndarray, reference: np.ndarray, optimal: np.ndarray) -> dict[str, float]:
+    """Mean per-state KLs (nats) between the trained, reference and optimal class distributions."""
+
+    def kl(p: np.ndarray, q: np.ndarray) -> float:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            terms = np.where(p > 0, p * (np.log(p) - np.log(q)), 0.0)
+        return float(np.mean(terms.sum(axis=1)))
+
+    return {"kl_optimal_to_reference": kl(optimal, reference), "kl_policy_to_reference": kl(policy, reference),
+            "kl_policy_to_optimal": kl(policy, optimal),
+            "optimal_move_mass": float(np.mean(optimal[:, :4].sum(axis=1))),
+            "policy_move_mass": float(np.mean(policy[:, :4].sum(axis=1)))}
