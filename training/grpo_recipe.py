@@ -50,7 +50,7 @@ from ttsearch.envs.base import Task, Trajectory
 from ttsearch.envs.errors import ConfigError, ParseError, unknown_choice
 from ttsearch.envs.registry import list_tasks
 from ttsearch.training.grpo_loss import Row, group_advantages, grpo_loss, sequence_token_logprobs
-from ttsearch.training.grpo_turns import soft_turn_update
+from ttsearch.training.grpo_turns import adapt_lr, soft_turn_update
 from ttsearch.training.rollouts import EpisodeSpec, play_lockstep
 
 TASK_SPLITS = {"train": 0, "test": 200_000}
@@ -154,6 +154,9 @@ class GrpoConfig:
     temperature: float = 1.0
     micro_batch: int = 16
     seed: int = 0
+    step_kl_target: float | None = None
+    """``soft_turn`` only: adapt the learning rate to this per-update KL(π_new‖π_old) per turn
+    (``grpo_turns.adapt_lr``, ``lr`` the ceiling); None keeps ``lr`` fixed."""
     keep: str = "last"
     """Which policy the pair folder holds: "last" (written after every update) or "best" (the
     weights that played the best iteration's training episodes so far; on-policy RL on a CPU
@@ -173,6 +176,10 @@ class GrpoConfig:
             raise ConfigError("group_size must be >= 2: GRPO normalises returns within a group")
         if self.beta < 0 or not 0 < self.clip < 1:
             raise ConfigError("beta must be >= 0 and clip in (0, 1)")
+        if self.step_kl_target is not None and (self.step_kl_target <= 0 or PRESETS[self.preset].objective != "soft_turn"):
+            raise ConfigError(f"step_kl_target must be > 0 (nats per turn) or None, and needs a soft_turn preset "
+                              f"({[n for n, p in PRESETS.items() if p.objective == 'soft_turn']}); got "
+                              f"{self.step_kl_target} with preset {self.preset!r}")
         if self.keep not in ("last", "best"):
             raise ConfigError(unknown_choice("keep", self.keep, ("last", "best")))
 
@@ -232,7 +239,7 @@ def train_grpo_pair(config: GrpoConfig, reference_dir: str | Path, out_dir: str 
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"iteration": None, "train_success": -1.0}
     for it in range(config.iterations):
-        t0 = time.perf_counter()
+        t0, lr_used = time.perf_counter(), opt.param_groups[0]["lr"]
         starts = preset.starts("train", config.tasks_per_iter, offset=it * config.tasks_per_iter,
                                group=config.group_size)
         backend.clear_cache()  # the weights changed: cached keys/values are stale
@@ -252,6 +259,11 @@ def train_grpo_pair(config: GrpoConfig, reference_dir: str | Path, out_dir: str 
             stats = soft_turn_update(inner, peft_model.disable_adapter, rows, episode_of, rewards, opt,
                                      beta=config.beta, gamma=preset.gamma, pad_id=pad, batch=config.micro_batch,
                                      kl=preset.kl)
+            if config.step_kl_target is not None:
+                lr = adapt_lr(opt.param_groups[0]["lr"], stats["step_kl"], target=config.step_kl_target,
+                              lr_max=config.lr)
+                for group in opt.param_groups:
+                    group["lr"] = lr
         else:
             groups = [episodes[g * config.group_size:(g + 1) * config.group_size] for g in range(config.tasks_per_iter)]
             stats = _episode_update(config, groups, inner, peft_model, opt, renderer, rng, pad)
@@ -259,7 +271,7 @@ def train_grpo_pair(config: GrpoConfig, reference_dir: str | Path, out_dir: str 
         record = {"iteration": it, "mean_return": sum(returns) / len(returns),
                   "success": success,
                   "turns": sum(len(t.steps) for t in episodes) / len(episodes),
-                  "sample_s": round(t_sample, 1), "step_s": round(time.perf_counter() - t0, 1), **stats}
+                  "lr": lr_used, "sample_s": round(t_sample, 1), "step_s": round(time.perf_counter() - t0, 1), **stats}
         history.append(record)
         log(json.dumps(record))
         # every iteration leaves a complete pair: a long CPU run stopped early is still usable

@@ -3,6 +3,7 @@
     returns = soft_returns([0, 0, 1], kl=[0.3, -0.1, 0.2], gamma=0.95, beta=0.05)
     adv = state_advantages([s0, s1, s0], returns)             # leave-one-out mean per state
     stats = soft_turn_update(model, model_off, rows, episodes, ...)   # one AdamW step
+    lr = adapt_lr(lr, stats["step_kl"], target=0.02, lr_max=3e-4)    # optional trust region
 
 For multi-turn episodes whose truth is the KL-regularised MDP of Proposition 1 (the maze), the
 objective is exactly the one whose optimum is π* ∝ π_ref·exp(A*/β) — the RLHF form, with the
@@ -161,9 +162,42 @@ def soft_turn_update(model: Any, reference_off: Any, rows: Sequence[Row], episod
     visits: dict[tuple[int, ...], int] = defaultdict(int)
     for r in rows:
         visits[r.prompt] += 1
+    step_kl = _step_kl(model, policy_first, visits, pad_id=pad_id, batch=batch) if used else 0.0
     return {"rows": len(used), "states": len(visits), "mean_sample_kl": float(np.mean(ell)) if ell else 0.0,
             "exact_first_token_kl": sum(state_kl[p] * n for p, n in visits.items()) / max(len(rows), 1),
-            "mean_abs_advantage": float(np.mean(np.abs(adv[used]))) if used else 0.0}
+            "step_kl": step_kl, "mean_abs_advantage": float(np.mean(np.abs(adv[used]))) if used else 0.0}
+
+
+def adapt_lr(lr: float, step_kl: float, *, target: float, lr_max: float, factor: float = 1.5,
+             floor: float = 0.01) -> float:
+    """The next learning rate of a KL-adaptive schedule (PPO's adaptive rule applied to the step
+    size): an update that moved the policy by more than ``2·target`` nats (``step_kl``) divides
+    the rate by ``factor``, one under ``target/2`` multiplies it, within ``[floor·lr_max, lr_max]``.
+
+    On-policy RL with one Adam step per batch moves the policy by ~``lr`` per parameter whatever
+    the gradient's size, so once the policy is peaked the same step changes it far more.
+    """
+    if target <= 0 or factor <= 1 or not 0 < floor <= 1:
+        raise ConfigError(f"adapt_lr needs target > 0, factor > 1, 0 < floor <= 1; got {target}, {factor}, {floor}")
+    if step_kl > 2 * target:
+        lr /= factor
+    elif step_kl < target / 2:
+        lr *= factor
+    return min(max(lr, floor * lr_max), lr_max)
+
+
+def _step_kl(model: Any, before: dict[tuple[int, ...], torch.Tensor], visits: dict[tuple[int, ...], int],
+             *, pad_id: int, batch: int) -> float:
+    """KL(π_after‖π_before) of the first action token, exact over the vocabulary, averaged over
+    the turns taken (each state weighted by its visits): how far one update moved the policy."""
+    prompts, total = list(before), 0.0
+    with torch.no_grad():
+        for k in range(0, len(prompts), batch):
+            chunk = prompts[k:k + batch]
+            after = prompt_logprobs(model, chunk, pad_id=pad_id)
+            for p, lp in zip(chunk, after, strict=True):
+                total += visits[p] * float(exact_token_kl(lp, before[p]))
+    return total / max(sum(visits.values()), 1)
 
 
 def _accumulate_gradient(model: Any, rows: Sequence[Row], adv: np.ndarray, *, pad_id: int, batch: int,
