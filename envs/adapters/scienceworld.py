@@ -10,8 +10,10 @@ Needs Java >= 11 on PATH (Debian: ``openjdk-17-jre-headless``); the jar ships in
 Determinism: the simulator lists objects in an order that changes every time a task is loaded
 again in the same JVM (object ids keep counting up), so observations and the numbering of
 ambiguity prompts differ between two resets of one process. The first load in a fresh JVM is
-reproducible (across processes too), so by default every ``reset`` starts a fresh JVM (~1-2 s;
-``deterministic = True``, replay branching is exact). ``fresh_jvm=False`` reuses one JVM
+reproducible (across processes too) in every run but one seen so far — a CI check on a 2-core
+machine under full load got two different first observations from two fresh JVMs — so by
+default every ``reset`` starts a fresh JVM (~1-2 s; ``deterministic = True``, replay branching
+is exact up to that rare case). ``fresh_jvm=False`` reuses one JVM
 (faster resets; the env then declares ``deterministic = False``).
 
 Hot path: the package's ``env.step`` builds the full list of valid action/object combinations
