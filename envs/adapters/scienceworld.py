@@ -11,7 +11,8 @@ Determinism: the simulator lists objects in an order that changes every time a t
 again in the same JVM (object ids keep counting up), so observations and the numbering of
 ambiguity prompts differ between two resets of one process. The first load in a fresh JVM is
 reproducible (across processes too) in every run but one seen so far — a CI check on a 2-core
-machine under full load got two different first observations from two fresh JVMs — so by
+machine under full load got two different first observations from two fresh JVMs; upstream
+keeps objects in hash sets and reports stochastic outcomes too (allenai/ScienceWorld#33) — so by
 default every ``reset`` starts a fresh JVM (~1-2 s; ``deterministic = True``, replay branching
 is exact up to that rare case). ``fresh_jvm=False`` reuses one JVM
 (faster resets; the env then declares ``deterministic = False``).
