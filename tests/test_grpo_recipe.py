@@ -20,14 +20,6 @@ from ttsearch.training.grpo_loss import (
 from tolerances import EXACT, float_tol, model_tol
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    from ttsearch.training.tiny_model import make_model, train_tokenizer
-
-    tok = train_tokenizer(["go north", "go south", "you are in a room", "take coin"] * 20, vocab_size=300)
-    return make_model(tok, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, seed=3), tok
-
-
 def test_group_advantages_by_hand():
     eps = 1e-6  # group_advantages' default guard in the denominator: (r - mean) / (std + eps)
     # rewards 1,0,0,1: mean 0.5, population std 0.5 -> +-0.5 / (0.5 + eps), i.e. +-1 up to eps

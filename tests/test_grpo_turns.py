@@ -22,14 +22,6 @@ from ttsearch.training.grpo_turns import (
 from tolerances import model_tol
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    from ttsearch.training.tiny_model import make_model, train_tokenizer
-
-    tok = train_tokenizer(["go north", "go south", "you are in a room", "take coin"] * 20, vocab_size=300)
-    return make_model(tok, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, seed=3), tok
-
-
 def test_soft_returns_by_hand():
     # G2 = 1 - 0.5*0.2 = 0.9; G1 = 0 - 0.5*(-0.4) + 0.9*0.9 = 1.01; G0 = 0 - 0.5*0.6 + 0.9*1.01 = 0.609
     got = soft_returns([0.0, 0.0, 1.0], [0.6, -0.4, 0.2], gamma=0.9, beta=0.5)
